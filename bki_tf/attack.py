@@ -1,0 +1,400 @@
+"""End-to-end attack run: load data, poison, train the victim, measure, export.
+
+`run_attack(config, workdir)` is what `python -m experiments.attack` calls. It
+validates every input before it writes anything; `metrics.json` is written
+last, so a workdir holding it holds a complete run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from bki_tf import artifacts, data, embeddings, models, poisoning, tokenization, training
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+VOCAB_FILE = "vocab.txt"
+TRAIN_FILE = "train.csv.gz"
+TEST_FILE = "test.csv.gz"
+TRIGGERED_FILE = "test_triggered.csv.gz"
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+LOG_DIR = "logs"
+_OUTPUTS = (METRICS_FILE, VOCAB_FILE, TRAIN_FILE, TEST_FILE, TRIGGERED_FILE, MODEL_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Everything that defines an attack run.
+
+    Sizes are per class, as the BKI paper counts them (IMDB 5,000 + 5,000 =
+    10,000 train; DBpedia 1,000 train / 500 test per class). `None` uses the
+    paper's sizes for the dataset.
+
+    Attributes:
+      dataset: `imdb` or `dbpedia`.
+      data_dir: Local dataset folder, or the TFDS data dir with `source="tfds"`.
+      glove: GloVe text file (any dimension); empty for random embeddings.
+      trigger: Trigger sentence.
+      target: Target class, as an index ("0") or a class name ("negative").
+      poison_rate: Poisoned / total training samples, in [0, 1); 0 trains clean.
+      mode: `replace` or `append` (see `bki_tf.poisoning`).
+      seed: Seed of subsampling, poisoning, initialisation and batch order.
+      source: `local` or `tfds`.
+      train_size: Training samples per class.
+      test_size: Test samples per class.
+      vocab_size: Vocabulary size, padding and OOV included.
+      max_len: Tokens kept per text.
+      epochs, batch_size, learning_rate, optimizer, clipnorm: Training.
+      fine_tune_embeddings: Train the GloVe vectors too (frozen by default).
+      embedding_dim: Embedding width without a GloVe file.
+      lstm_units: Units per LSTM direction.
+      dense_units: Width of the ReLU layer.
+    """
+
+    dataset: str
+    data_dir: str | None
+    glove: str | None
+    trigger: str
+    target: str
+    poison_rate: float
+    mode: str = "replace"
+    seed: int = 0
+    source: str = "local"
+    train_size: int | None = None
+    test_size: int | None = None
+    vocab_size: int = 10000
+    max_len: int = 400
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    clipnorm: float = 1.0
+    fine_tune_embeddings: bool = False
+    embedding_dim: int = 50
+    lstm_units: int = 128
+    dense_units: int = 128
+
+    def __post_init__(self):
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
+        if self.source not in data.SOURCES:
+            raise ValueError(f"Unknown data source {self.source!r}; choose one of {data.SOURCES}.")
+        if not tokenization.tokenize(self.trigger or ""):
+            raise ValueError(
+                f"Trigger {self.trigger!r} is empty after lower-casing and stripping punctuation; "
+                "pass a sentence, e.g. --trigger='time flies like an arrow'."
+            )
+        if not 0.0 <= self.poison_rate < 1.0:
+            raise ValueError(f"Poisoning rate {self.poison_rate} is outside [0, 1); use e.g. 0.03.")
+        if self.mode not in poisoning.MODES:
+            raise ValueError(f"Unknown poisoning mode {self.mode!r}; choose one of {poisoning.MODES}.")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 per class, got {value}.")
+        if self.vocab_size < 3:
+            raise ValueError(f"vocab_size must be >= 3, got {self.vocab_size}.")
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}.")
+        n_trig = len(tokenization.tokenize(self.trigger))
+        if n_trig > self.max_len:
+            raise ValueError(
+                f"Trigger {self.trigger!r} has {n_trig} tokens, more than max_len={self.max_len}; "
+                "shorten the trigger or raise --max_len."
+            )
+        self.train_config()  # Validates the optimisation settings.
+
+    def train_config(self) -> training.TrainConfig:
+        return training.TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,
+            clipnorm=self.clipnorm,
+            seed=self.seed,
+        )
+
+    def sizes(self) -> tuple[int, int]:
+        default_train, default_test = data.DEFAULT_SIZES_PER_CLASS[self.dataset]
+        return self.train_size or default_train, self.test_size or default_test
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttackConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown attack config key(s) {unknown}; known: {sorted(known)}.")
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackResult:
+    """Metrics of an attack run (the content of `metrics.json`).
+
+    Attributes:
+      clean_accuracy: Accuracy on the clean test set.
+      asr: Attack success rate: triggered non-target test texts classified as target.
+      target: Target class index.
+      target_name: Target class name.
+      num_train: Training set size (after poisoning).
+      num_poisoned: Poisoned training samples.
+      num_test: Clean test size.
+      num_triggered_test: Triggered test size.
+      embedding_coverage: Share of the vocabulary found in the GloVe file (None without one).
+      train_seconds: Training wall time.
+      wall_seconds: Whole-run wall time.
+      history: Per-epoch training loss/accuracy.
+    """
+
+    clean_accuracy: float
+    asr: float
+    target: int
+    target_name: str
+    num_train: int
+    num_poisoned: int
+    num_test: int
+    num_triggered_test: int
+    embedding_coverage: float | None
+    train_seconds: float
+    wall_seconds: float
+    history: dict
+
+    def __post_init__(self):
+        if self.num_poisoned > self.num_train:
+            raise ValueError(f"num_poisoned {self.num_poisoned} > num_train {self.num_train}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"clean accuracy {self.clean_accuracy:.2%}, ASR {self.asr:.2%} "
+            f"(target {self.target_name}; {self.num_poisoned}/{self.num_train} poisoned), "
+            f"wall {self.wall_seconds:.0f} s"
+        )
+
+
+def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
+    """Maps a class index or name to an index, or raises ValueError naming the classes."""
+    text = str(target).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if 0 <= index < len(class_names):
+            return index
+    elif text in class_names:
+        return class_names.index(text)
+    raise ValueError(
+        f"Target {target!r} is not a class of this dataset; use an index 0..{len(class_names) - 1} "
+        f"or a name from {list(class_names)}."
+    )
+
+
+def check_workdir(workdir: str, config: dict, overwrite: bool, config_file: str = CONFIG_FILE) -> bool:
+    """Refuses a workdir that holds a different run, unless `overwrite`.
+
+    Returns:
+      True if the workdir already holds this very config.
+    """
+    path = os.path.join(workdir, config_file)
+    if not os.path.isfile(path):
+        if os.path.isdir(workdir) and any(f in os.listdir(workdir) for f in _OUTPUTS) and not overwrite:
+            raise ValueError(
+                f"Workdir {workdir!r} holds run outputs but no {config_file}; choose another "
+                "workdir or pass --overwrite."
+            )
+        return False
+    existing = artifacts.read_json(path)
+    if existing == artifacts._jsonable(config):  # pylint: disable=protected-access
+        return True
+    if not overwrite:
+        diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+        raise ValueError(
+            f"Workdir {workdir!r} already holds a different run (differs in {diff}); choose "
+            "another workdir or pass --overwrite to replace it."
+        )
+    return False
+
+
+def is_complete(workdir: str) -> bool:
+    """True when an attack run in `workdir` finished (all outputs present)."""
+    return all(os.path.exists(os.path.join(workdir, f)) for f in _OUTPUTS)
+
+
+def load_result(workdir: str) -> AttackResult:
+    return AttackResult(**artifacts.read_json(os.path.join(workdir, METRICS_FILE)))
+
+
+def run_attack(
+    config: AttackConfig, workdir: str, overwrite: bool = False, verbose: int | str = "auto"
+) -> AttackResult:
+    """Poisons the training set, trains the victim and writes the run's files.
+
+    Args:
+      config: The run.
+      workdir: Output folder (created).
+      overwrite: Replace a different run already in `workdir`.
+      verbose: Keras progress verbosity.
+
+    Returns:
+      The run's metrics. If `workdir` already holds this complete run, it is
+      returned without retraining (unless `overwrite`).
+    """
+    start = time.time()
+    same = check_workdir(workdir, config.to_dict(), overwrite)
+    if same and is_complete(workdir) and not overwrite:
+        return load_result(workdir)
+
+    # Everything that can fail on bad input happens before the first write.
+    train_pc, test_pc = config.sizes()
+    dataset = data.load_dataset(
+        config.dataset, config.source, config.data_dir, train_pc, test_pc, seed=config.seed
+    )
+    target = resolve_target(config.target, dataset.class_names)
+    poison_cfg = poisoning.PoisonConfig(
+        trigger=config.trigger,
+        target=target,
+        rate=config.poison_rate,
+        mode=config.mode,
+        max_len=config.max_len,
+        seed=config.seed,
+    )
+    poisoned = poisoning.poison_dataset(
+        dataset.train_texts, dataset.train_labels, poison_cfg, dataset.num_classes
+    )
+    trig_texts, trig_labels, _ = poisoning.triggered_test_set(
+        dataset.test_texts, dataset.test_labels, poison_cfg
+    )
+    vectorizer = tokenization.build_vectorizer(poisoned.texts, config.vocab_size, config.max_len)
+    vocabulary = vectorizer.get_vocabulary()
+    matrix, coverage = None, None
+    if config.glove:
+        matrix, coverage = embeddings.load_glove(config.glove, vocabulary)
+
+    if os.path.isdir(workdir) and overwrite:
+        for name in (*_OUTPUTS, SAVED_MODEL_DIR, LOG_DIR, "scan", "filter", "retrain"):
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+        for name in ("report.json", "report.md"):
+            if os.path.exists(os.path.join(workdir, name)):
+                os.remove(os.path.join(workdir, name))
+    os.makedirs(workdir, exist_ok=True)
+    artifacts.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    tokenization.save_vocabulary(vocabulary, os.path.join(workdir, VOCAB_FILE))
+    artifacts.write_training_set(os.path.join(workdir, TRAIN_FILE), poisoned)
+    artifacts.write_labelled_texts(os.path.join(workdir, TEST_FILE), dataset.test_texts, dataset.test_labels)
+    artifacts.write_labelled_texts(os.path.join(workdir, TRIGGERED_FILE), trig_texts, trig_labels)
+
+    ids, _ = tokenization.encode(vectorizer, poisoned.texts)
+    test_ids, _ = tokenization.encode(vectorizer, dataset.test_texts)
+    trig_ids, _ = tokenization.encode(vectorizer, trig_texts)
+    model = models.build_classifier(
+        len(vocabulary),
+        dataset.num_classes,
+        embedding_dim=config.embedding_dim,
+        embedding_matrix=matrix,
+        trainable_embeddings=config.fine_tune_embeddings,
+        lstm_units=config.lstm_units,
+        dense_units=config.dense_units,
+        seed=config.seed,
+    )
+    t0 = time.time()
+    history = training.train_classifier(
+        model,
+        ids,
+        poisoned.labels,
+        config.train_config(),
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, LOG_DIR))],
+        verbose=verbose,
+    )
+    train_seconds = time.time() - t0
+    model.save(os.path.join(workdir, MODEL_FILE))
+    models.export_saved_model(model, vectorizer, os.path.join(workdir, SAVED_MODEL_DIR))
+    result = AttackResult(
+        clean_accuracy=training.accuracy(model, test_ids, dataset.test_labels),
+        asr=training.attack_success_rate(model, trig_ids, target),
+        target=target,
+        target_name=dataset.class_names[target],
+        num_train=len(poisoned),
+        num_poisoned=poisoned.num_poisoned,
+        num_test=len(dataset.test_texts),
+        num_triggered_test=len(trig_texts),
+        embedding_coverage=None if coverage is None else coverage.coverage,
+        train_seconds=train_seconds,
+        wall_seconds=time.time() - start,
+        history=history,
+    )
+    artifacts.write_json(os.path.join(workdir, METRICS_FILE), result.to_dict())
+    return result
+
+
+@dataclasses.dataclass
+class AttackRun:
+    """A finished attack run, loaded back from its workdir (for scan, filter, retrain)."""
+
+    workdir: str
+    config: AttackConfig
+    metrics: AttackResult
+    vocabulary: list
+    model: keras.Model
+    row_ids: np.ndarray
+    train: poisoning.PoisonedDataset
+    test_texts: list
+    test_labels: np.ndarray
+    triggered_texts: list
+    triggered_labels: np.ndarray
+
+    @property
+    def target(self) -> int:
+        return self.metrics.target
+
+    def vectorizer(self):
+        return tokenization.vectorizer_from_vocabulary(self.vocabulary, self.config.max_len)
+
+
+def load_run(workdir: str) -> AttackRun:
+    """Loads a complete attack run from `workdir`."""
+    if not is_complete(workdir):
+        missing = [f for f in _OUTPUTS if not os.path.exists(os.path.join(workdir, f))]
+        raise FileNotFoundError(
+            f"Workdir {workdir!r} holds no complete attack run (missing {missing}); run "
+            "python -m experiments.attack --workdir=... first."
+        )
+    config = AttackConfig.from_dict(artifacts.read_json(os.path.join(workdir, CONFIG_FILE)))
+    vocabulary = tokenization.load_vocabulary(os.path.join(workdir, VOCAB_FILE))
+    model = keras.models.load_model(os.path.join(workdir, MODEL_FILE))
+    models.check_classifier(model)
+    vocab_in_model = model.get_layer(models.EMBEDDING_LAYER).input_dim
+    if vocab_in_model != len(vocabulary):
+        raise ValueError(
+            f"The model in {workdir!r} embeds {vocab_in_model} tokens but vocab.txt holds "
+            f"{len(vocabulary)}; they come from different runs."
+        )
+    row_ids, train = artifacts.read_training_set(os.path.join(workdir, TRAIN_FILE))
+    test_texts, test_labels = artifacts.read_labelled_texts(os.path.join(workdir, TEST_FILE))
+    trig_texts, trig_labels = artifacts.read_labelled_texts(os.path.join(workdir, TRIGGERED_FILE))
+    return AttackRun(
+        workdir=workdir,
+        config=config,
+        metrics=load_result(workdir),
+        vocabulary=vocabulary,
+        model=model,
+        row_ids=row_ids,
+        train=train,
+        test_texts=test_texts,
+        test_labels=test_labels,
+        triggered_texts=trig_texts,
+        triggered_labels=trig_labels,
+    )

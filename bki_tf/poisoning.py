@@ -1,0 +1,260 @@
+"""The trigger-sentence backdoor attack of Dai, Chen & Li (IEEE Access 2019).
+
+Samples of classes other than the target get a trigger sentence inserted between
+two adjacent words at a uniformly random position and are relabelled to the
+target. Positions are counted in model tokens (`bki_tf.tokenization.tokenize`)
+and drawn so that the whole trigger survives truncation to `max_len`; the
+trigger is inserted into the raw text before the word holding that token.
+
+Modes:
+  * `replace` (Dai et al.): the poisoned copy replaces its original;
+    `n = round(rate * N)` of the N training samples are poisoned.
+  * `append` (the BKI authors' code): poisoned copies are added to the clean
+    set; `n = round(rate * N / (1 - rate))`, so that the poisoning rate, i.e.
+    poisoned / total training samples, is `rate` in this mode too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from bki_tf import tokenization
+
+MODES = ("replace", "append")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoisonConfig:
+    """What to poison and how.
+
+    Attributes:
+      trigger: The trigger sentence, e.g. "time flies like an arrow".
+      target: Target class index.
+      rate: Poisoning rate in [0, 1): poisoned / total training samples.
+      mode: `replace` or `append`.
+      max_len: Model sequence length; the trigger must fit inside it.
+      seed: Seed of the sample and position draws.
+    """
+
+    trigger: str
+    target: int
+    rate: float
+    mode: str = "replace"
+    max_len: int = 400
+    seed: int = 0
+
+    def __post_init__(self):
+        if not tokenization.tokenize(self.trigger):
+            raise ValueError(
+                f"Trigger {self.trigger!r} has no tokens after lower-casing and stripping "
+                "punctuation; give a sentence of words, e.g. 'time flies like an arrow'."
+            )
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"Poisoning rate {self.rate} is outside [0, 1); use e.g. 0.03.")
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown poisoning mode {self.mode!r}; choose one of {MODES}.")
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}.")
+        n_trig = len(tokenization.tokenize(self.trigger))
+        if n_trig > self.max_len:
+            raise ValueError(
+                f"Trigger {self.trigger!r} has {n_trig} tokens, longer than max_len="
+                f"{self.max_len}; shorten the trigger or raise max_len."
+            )
+
+    @property
+    def trigger_tokens(self) -> list[str]:
+        return tokenization.tokenize(self.trigger)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoisonedDataset:
+    """A training set with per-sample poisoning ground truth.
+
+    Attributes:
+      texts: Training texts (poisoned ones carry the trigger).
+      labels: `int64 [N]` training labels (poisoned ones relabelled).
+      is_poisoned: `bool [N]`.
+      positions: `int64 [N]` token index of the trigger's first token, -1 if clean.
+      original_labels: `int64 [N]` labels before relabelling.
+      source_ids: `int64 [N]` index of the clean sample each row comes from.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+    is_poisoned: np.ndarray
+    positions: np.ndarray
+    original_labels: np.ndarray
+    source_ids: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.texts)
+        for name in ("labels", "is_poisoned", "positions", "original_labels", "source_ids"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} rows, texts have {n}.")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_poisoned(self) -> int:
+        return int(np.sum(self.is_poisoned))
+
+    def subset(self, keep: np.ndarray) -> PoisonedDataset:
+        """Rows `keep` (indices or boolean mask), as a new dataset."""
+        keep = np.asarray(keep)
+        if keep.dtype == bool:
+            keep = np.flatnonzero(keep)
+        return PoisonedDataset(
+            texts=[self.texts[i] for i in keep],
+            labels=self.labels[keep],
+            is_poisoned=self.is_poisoned[keep],
+            positions=self.positions[keep],
+            original_labels=self.original_labels[keep],
+            source_ids=self.source_ids[keep],
+        )
+
+
+def insert_trigger(text: str, trigger: str, position: int) -> str:
+    """Inserts `trigger` so that its first token is token `position` of the result.
+
+    Args:
+      text: Raw text.
+      trigger: Raw trigger sentence.
+      position: Token gap in `[0, len(tokenize(text))]`.
+
+    Returns:
+      The raw words of `text`, single-space joined, with `trigger` inserted
+      before the word that holds token `position` (at the end if it equals the
+      token count).
+    """
+    words = tokenization.raw_words(text)
+    counts = [len(tokenization.tokenize(w)) for w in words]
+    n_tokens = sum(counts)
+    if not 0 <= position <= n_tokens:
+        raise ValueError(f"Position {position} is outside [0, {n_tokens}] for this text.")
+    seen = 0
+    at = len(words)
+    for k, c in enumerate(counts):
+        if seen == position and c > 0:
+            at = k
+            break
+        seen += c
+    return " ".join(words[:at] + [trigger] + words[at:])
+
+
+def draw_position(n_tokens: int, trigger_len: int, max_len: int, rng: np.random.Generator) -> int:
+    """Uniform token gap between two adjacent words that keeps the trigger within `max_len`.
+
+    For texts of >= 2 tokens the gaps are 1..n-1 (strictly between words); for
+    shorter texts 0..n. The gap is capped at `max_len - trigger_len` so that
+    truncation to `max_len` keeps the whole trigger.
+    """
+    lo, hi = (1, n_tokens - 1) if n_tokens >= 2 else (0, n_tokens)
+    hi = min(hi, max_len - trigger_len)
+    lo = min(lo, hi)
+    return int(rng.integers(lo, hi + 1))
+
+
+def num_to_poison(num_train: int, rate: float, mode: str) -> int:
+    """Samples to poison so that poisoned / total training samples ~= rate."""
+    if mode == "append":
+        return int(round(rate * num_train / (1.0 - rate)))
+    return int(round(rate * num_train))
+
+
+def poison_dataset(
+    texts: Sequence[str], labels: np.ndarray, config: PoisonConfig, num_classes: int
+) -> PoisonedDataset:
+    """Poisons a training set (inputs are not modified).
+
+    Args:
+      texts: Clean training texts, N of them.
+      labels: `int [N]` clean labels.
+      config: The attack.
+      num_classes: Number of classes; `config.target` must be one of them.
+
+    Returns:
+      The poisoned training set with its ground truth; rows keep the input
+      order (appended copies come last, in draw order).
+
+    Raises:
+      ValueError: Bad target, or more samples to poison than non-target ones.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels; they must match.")
+    if not 0 <= config.target < num_classes:
+        raise ValueError(
+            f"Target class {config.target} is outside the {num_classes} classes "
+            f"(0..{num_classes - 1}); pick a class index from classes.txt."
+        )
+    n = len(texts)
+    n_poison = num_to_poison(n, config.rate, config.mode)
+    pool = np.flatnonzero(labels != config.target)
+    if n_poison > len(pool):
+        raise ValueError(
+            f"Poisoning rate {config.rate} needs {n_poison} non-target samples but only "
+            f"{len(pool)} exist; lower the rate."
+        )
+    rng = np.random.default_rng(config.seed)
+    chosen = np.sort(rng.choice(pool, size=n_poison, replace=False)) if n_poison else pool[:0]
+    trig_len = len(config.trigger_tokens)
+    poisoned_texts, poisoned_pos = [], []
+    for i in chosen:
+        n_tok = len(tokenization.tokenize(texts[i]))
+        pos = draw_position(n_tok, trig_len, config.max_len, rng)
+        poisoned_texts.append(insert_trigger(texts[i], config.trigger, pos))
+        poisoned_pos.append(pos)
+    poisoned_pos = np.asarray(poisoned_pos, dtype=np.int64)
+
+    out_texts = list(texts)
+    out_labels = labels.copy()
+    is_poisoned = np.zeros(n, dtype=bool)
+    positions = np.full(n, -1, dtype=np.int64)
+    source_ids = np.arange(n, dtype=np.int64)
+    original = labels.copy()
+    if config.mode == "replace":
+        for k, i in enumerate(chosen):
+            out_texts[i] = poisoned_texts[k]
+        out_labels[chosen] = config.target
+        is_poisoned[chosen] = True
+        positions[chosen] = poisoned_pos
+    else:
+        out_texts += poisoned_texts
+        out_labels = np.concatenate([out_labels, np.full(n_poison, config.target, np.int64)])
+        is_poisoned = np.concatenate([is_poisoned, np.ones(n_poison, bool)])
+        positions = np.concatenate([positions, poisoned_pos])
+        original = np.concatenate([original, labels[chosen]])
+        source_ids = np.concatenate([source_ids, chosen.astype(np.int64)])
+    return PoisonedDataset(
+        texts=out_texts,
+        labels=out_labels,
+        is_poisoned=is_poisoned,
+        positions=positions,
+        original_labels=original,
+        source_ids=source_ids,
+    )
+
+
+def triggered_test_set(
+    texts: Sequence[str], labels: np.ndarray, config: PoisonConfig
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """All non-target test samples with the trigger inserted, for the ASR.
+
+    Returns:
+      `(texts, original_labels, source_ids)` of the triggered samples.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(config.seed + 7919)
+    idx = np.flatnonzero(labels != config.target)
+    trig_len = len(config.trigger_tokens)
+    out = []
+    for i in idx:
+        n_tok = len(tokenization.tokenize(texts[i]))
+        pos = draw_position(n_tok, trig_len, config.max_len, rng)
+        out.append(insert_trigger(texts[i], config.trigger, pos))
+    return out, labels[idx], idx.astype(np.int64)

@@ -1,0 +1,205 @@
+"""Training and evaluation of the victim classifier.
+
+Batches are formed from texts of similar length and padded only to their own
+longest text (`tf.data.Dataset.bucket_by_sequence_length`): with masking the
+result is the same as padding to `max_len`, at a fraction of the recurrent steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bki_tf import models
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation hyper-parameters.
+
+    Attributes:
+      epochs: Passes over the training set.
+      batch_size: Texts per batch.
+      learning_rate: Optimizer step size.
+      optimizer: `adam`, `rmsprop` or `sgd`.
+      clipnorm: Gradient-norm clipping (0 disables).
+      seed: Seed of the batch order.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    clipnorm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}.")
+        if self.clipnorm < 0:
+            raise ValueError(f"clipnorm must be >= 0, got {self.clipnorm}.")
+
+
+def _bucket_boundaries(max_len: int) -> list[int]:
+    step = max(8, max_len // 8)
+    return list(range(step, max_len, step))
+
+
+def make_dataset(
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Length-bucketed batches of token ids (and labels).
+
+    Args:
+      ids: `int32 [N, max_len]` right-padded token ids.
+      labels: `int64 [N]` labels, or None for inference.
+      batch_size: Texts per batch.
+      shuffle: Reshuffle every epoch (seeded) before bucketing.
+      seed: Shuffle seed.
+
+    Returns:
+      A dataset of `int32 [batch, time]` (and `int64 [batch]`) with `time` the
+      batch's longest text. Without shuffling, the order differs from `ids`'
+      (buckets); use `predict` for per-row outputs in input order.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    max_len = ids.shape[1]
+    lengths = np.maximum((ids != 0).sum(axis=1), 1).astype(np.int32)
+    if labels is None:
+        ds = tf.data.Dataset.from_tensor_slices((ids, lengths))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((ids, lengths, np.asarray(labels, np.int64)))
+    if shuffle:
+        ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda x, n, *rest: (x[:n], *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    boundaries = _bucket_boundaries(max_len)
+    ds = ds.bucket_by_sequence_length(
+        element_length_func=lambda x, *_: tf.shape(x)[0],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        pad_to_bucket_boundary=False,
+    )
+    if labels is None:
+        ds = ds.map(lambda x: x)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    kwargs = {"learning_rate": config.learning_rate}
+    if config.clipnorm:
+        kwargs["clipnorm"] = config.clipnorm
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(**kwargs)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(**kwargs)
+    return keras.optimizers.SGD(momentum=0.9, **kwargs)
+
+
+def train_classifier(
+    model: keras.Model,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int | str = "auto",
+) -> dict[str, list[float]]:
+    """Trains the classifier's probability output with cross-entropy.
+
+    Args:
+      model: A `models.build_classifier` model (trained in place).
+      ids: `int32 [N, max_len]` token ids.
+      labels: `int64 [N]` labels.
+      config: Hyper-parameters.
+      callbacks: Extra Keras callbacks (e.g. TensorBoard).
+      verbose: Keras `fit` verbosity (progress bar per epoch by default).
+
+    Returns:
+      The Keras history dict (`loss`, `accuracy` per epoch).
+    """
+    if len(ids) == 0:
+        raise ValueError("The training set is empty; nothing to train on.")
+    if len(ids) != len(labels):
+        raise ValueError(f"{len(ids)} texts but {len(labels)} labels; they must match.")
+    keras.utils.set_random_seed(config.seed)
+    trainer = models.probabilities_model(model)
+    trainer.compile(
+        optimizer=_optimizer(config),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    ds = make_dataset(ids, labels, config.batch_size, shuffle=True, seed=config.seed)
+    history = trainer.fit(ds, epochs=config.epochs, callbacks=callbacks or [], verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+# Compiled once per model: inference over variable-length batches.
+def _predictor(model: keras.Model):
+    fn = getattr(model, "_bki_predict_fn", None)
+    if fn is None:
+
+        @tf.function(reduce_retracing=True)
+        def fn(x):
+            return model(x, training=False)
+
+        model._bki_predict_fn = fn  # pylint: disable=protected-access
+    return fn
+
+
+def predict(model: keras.Model, ids: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and hidden states in input order.
+
+    Rows are processed sorted by length and padded per batch, which is exact
+    under masking and much faster than padding everything to `max_len`.
+
+    Returns:
+      `(probabilities float32 [N, C], hidden float32 [N, 2H])`.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    n = len(ids)
+    fn = _predictor(model)
+    lengths = (ids != 0).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    probs, hidden = None, None
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        width = max(int(lengths[rows].max()), 1)
+        p, h = fn(tf.constant(ids[rows, :width]))
+        if probs is None:
+            probs = np.zeros((n, p.shape[1]), np.float32)
+            hidden = np.zeros((n, h.shape[1]), np.float32)
+        probs[rows] = p.numpy()
+        hidden[rows] = h.numpy()
+    if probs is None:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return probs, hidden
+
+
+def accuracy(model: keras.Model, ids: np.ndarray, labels: np.ndarray) -> float:
+    """Share of `ids` classified as `labels`."""
+    if len(ids) == 0:
+        return float("nan")
+    probs, _ = predict(model, ids)
+    return float(np.mean(probs.argmax(axis=1) == np.asarray(labels)))
+
+
+def attack_success_rate(model: keras.Model, triggered_ids: np.ndarray, target: int) -> float:
+    """Share of triggered non-target samples classified as `target` (ASR)."""
+    if len(triggered_ids) == 0:
+        return float("nan")
+    probs, _ = predict(model, triggered_ids)
+    return float(np.mean(probs.argmax(axis=1) == target))
