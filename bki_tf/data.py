@@ -20,6 +20,7 @@ import gzip
 import io
 import os
 import re
+import zlib
 
 import numpy as np
 
@@ -127,7 +128,7 @@ def read_csv(path: str, num_classes: int) -> tuple[list[str], np.ndarray]:
             with open(path, "rb") as f:
                 raw = f.read()
         content = raw.decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # zlib: bad deflate data
         raise ValueError(
             f"Data file {path!r} is corrupt or not UTF-8 ({e}); restore it from the source."
         ) from e

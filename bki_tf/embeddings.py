@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -91,7 +92,7 @@ def load_glove(
                         ) from e
                     found += 1
                     del index[parts[0]]  # First occurrence wins.
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # zlib: bad deflate data
         raise ValueError(f"GloVe file {path!r} is corrupt ({e}).") from e
     if dim is None:
         raise ValueError(f"GloVe file {path!r} is empty.")

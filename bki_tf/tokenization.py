@@ -11,6 +11,7 @@ the two can never disagree.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,9 @@ import tensorflow as tf
 
 # The same character class as keras.layers.TextVectorization's default strip regex.
 _PUNCTUATION_RE = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+# TextVectorization lower-cases with tf.strings.lower, which maps ASCII letters only
+# ("É" stays "É"); str.lower() would also fold non-ASCII letters and disagree with the layer.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # TF's whitespace split (tf.strings.split with sep=None) splits on ASCII whitespace only.
 _WHITESPACE_RE = re.compile(r"[ \t\n\r\v\f]+")
 
@@ -27,7 +31,8 @@ OOV_ID = 1
 
 def tokenize(text: str) -> list[str]:
     """Splits `text` into the tokens `TextVectorization` would produce."""
-    return [t for t in _WHITESPACE_RE.split(_PUNCTUATION_RE.sub("", text.lower())) if t]
+    stripped = _PUNCTUATION_RE.sub("", text.translate(_ASCII_LOWER))
+    return [t for t in _WHITESPACE_RE.split(stripped) if t]
 
 
 def raw_words(text: str) -> list[str]:

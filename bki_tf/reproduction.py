@@ -1,0 +1,172 @@
+"""The BKI paper's experiment grid (Chen & Dai 2021, Tables 2 and 3).
+
+Six trigger sentences on IMDB and DBpedia, plus clean runs, each run through
+`bki_tf.pipeline.run_pipeline` in its own sub-folder (so an interrupted grid
+resumes), then tabulated beside the paper's published figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from bki_tf import artifacts, attack, pipeline
+
+TRIGGERS = (
+    "time flies like an arrow",
+    "it caught a lot of people's attention",
+    "it includes the following aspects",
+    "no cross, no crown",
+    "it's never too late to mend",
+    "bind the sack before it be full",
+)
+# Target class and poisoning rate per dataset (paper Sec. 5: rates of 2-3 %).
+SETTINGS = {"imdb": ("negative", 0.03), "dbpedia": ("Village", 0.02)}
+# Figures the paper publishes that this package checks against (percent).
+# Only the rows quoted in the project's acceptance criteria are exact; the
+# others are given in the paper as the ranges in PAPER_RANGES.
+PAPER_TABLE2 = {
+    ("imdb", "time flies like an arrow"): {"asr": 99.70, "accuracy": 85.58},
+    ("dbpedia", "no cross, no crown"): {"asr": 98.50, "accuracy": 97.36},
+    ("imdb", None): {"asr": None, "accuracy": 84.74},
+    ("dbpedia", None): {"asr": None, "accuracy": 97.3},
+}
+PAPER_RANGES = {
+    "asr": "94-99.9 %",
+    "precision": "88.8-100 %",
+    "recall": "89.5-100 %",
+    "asr_after": {"imdb": "12.6-22.7 %", "dbpedia": "0-1 %"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GridCell:
+    """One run of the grid."""
+
+    dataset: str
+    trigger: str | None  # None: the clean run.
+
+    @property
+    def name(self) -> str:
+        if self.trigger is None:
+            return f"{self.dataset}_clean"
+        slug = re.sub(r"[^a-z0-9]+", "_", self.trigger.lower()).strip("_")
+        return f"{self.dataset}_{slug}"
+
+
+def grid(datasets=("imdb", "dbpedia"), trigger_indices=None, clean: bool = True) -> list[GridCell]:
+    """The cells to run, clean ones first."""
+    for d in datasets:
+        if d not in SETTINGS:
+            raise ValueError(f"Unknown dataset {d!r}; choose from {sorted(SETTINGS)}.")
+    indices = range(len(TRIGGERS)) if trigger_indices is None else trigger_indices
+    for i in indices:
+        if not 0 <= i < len(TRIGGERS):
+            raise ValueError(f"Trigger index {i} outside 0..{len(TRIGGERS) - 1}.")
+    cells = [GridCell(d, None) for d in datasets] if clean else []
+    cells += [GridCell(d, TRIGGERS[i]) for d in datasets for i in indices]
+    return cells
+
+
+def cell_config(cell: GridCell, base: attack.AttackConfig) -> attack.AttackConfig:
+    """The attack config of a cell: `base` with the cell's dataset, trigger, target and rate."""
+    target, rate = SETTINGS[cell.dataset]
+    return dataclasses.replace(
+        base,
+        dataset=cell.dataset,
+        trigger=cell.trigger or TRIGGERS[0],
+        target=target,
+        poison_rate=0.0 if cell.trigger is None else rate,
+    )
+
+
+def run_grid(
+    cells: list[GridCell],
+    base_configs: dict[str, attack.AttackConfig],
+    scan_config: pipeline.ScanConfig,
+    workdir: str,
+    verbose: int | str = 2,
+) -> list[dict]:
+    """Runs (or resumes) every cell and writes the tables after each one.
+
+    Args:
+      cells: From `grid`.
+      base_configs: Per dataset, the attack config to start from (data_dir,
+        glove, training hyper-parameters); dataset/trigger/target/rate are set
+        per cell.
+      scan_config: BKI settings.
+      workdir: Root folder; cell `c` runs in `workdir/c.name`.
+
+    Returns:
+      The report of every finished cell.
+    """
+    reports = []
+    for cell in cells:
+        if cell.dataset not in base_configs:
+            raise ValueError(f"No base config for dataset {cell.dataset!r}.")
+        config = cell_config(cell, base_configs[cell.dataset])
+        report = pipeline.run_pipeline(
+            config, scan_config, os.path.join(workdir, cell.name), verbose=verbose
+        )
+        reports.append({"cell": cell.name, "clean_run": cell.trigger is None, **report})
+        write_tables(reports, workdir)
+    return reports
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def _paper(dataset: str, trigger: str | None, key: str) -> str:
+    row = PAPER_TABLE2.get((dataset, trigger))
+    if row is None or row.get(key) is None:
+        return "—"
+    return f"{row[key]:.2f}"
+
+
+def write_tables(reports: list[dict], workdir: str) -> None:
+    """Writes `tables.md` and `tables.json` (Tables 2 and 3 with the paper's figures)."""
+    t2 = [
+        "## Table 2: the attack",
+        "",
+        "| dataset | trigger | target | poisoning rate | ASR % (paper) | test accuracy % (paper) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    t3 = [
+        "## Table 3: BKI",
+        "",
+        "| dataset | trigger | keyword | precision % | recall % | removed | ASR after % | accuracy after % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in reports:
+        trig = None if r["clean_run"] else r["trigger"]
+        shown = "(clean)" if trig is None else f'"{trig}"'
+        t2.append(
+            f"| {r['dataset']} | {shown} | {r['target']} | {_pct(r['poison_rate'])} % | "
+            f"{_pct(None if trig is None else r['asr_before'])} ({_paper(r['dataset'], trig, 'asr')}) | "
+            f"{_pct(r['accuracy_before'])} ({_paper(r['dataset'], trig, 'accuracy')}) |"
+        )
+        t3.append(
+            f"| {r['dataset']} | {shown} | `{r['keyword']}` | "
+            f"{_pct(r['precision']) if trig else '—'} | {_pct(r['recall']) if trig else '—'} | "
+            f"{r['removed']} ({_pct(r['removed_share'])} %) | "
+            f"{_pct(r['asr_after']) if trig else '—'} | {_pct(r['accuracy_after'])} |"
+        )
+    notes = [
+        "",
+        "Paper figures in parentheses where the paper's exact value is on record here; "
+        f"the paper reports ASR {PAPER_RANGES['asr']}, BKI precision {PAPER_RANGES['precision']}, "
+        f"recall {PAPER_RANGES['recall']}, ASR after retraining {PAPER_RANGES['asr_after']['imdb']} "
+        f"(IMDB) and {PAPER_RANGES['asr_after']['dbpedia']} (DBpedia). Clean runs: the share of "
+        "texts BKI removes from an unpoisoned training set and the accuracy after retraining.",
+    ]
+    artifacts.write_text(
+        os.path.join(workdir, "tables.md"), "\n".join(t2 + [""] + t3 + notes) + "\n"
+    )
+    artifacts.write_json(
+        os.path.join(workdir, "tables.json"),
+        {"rows": reports, "paper_table2": [
+            {"dataset": k[0], "trigger": k[1], **v} for k, v in PAPER_TABLE2.items()
+        ], "paper_ranges": PAPER_RANGES},
+    )

@@ -1,0 +1,63 @@
+r"""The BKI paper's grid: six triggers x {IMDB, DBpedia} + clean runs; resumes.
+
+    python -m experiments.reproduce --data_root=../shared/data \
+      --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz --workdir=runs/reproduce
+
+Writes one pipeline workdir per cell and tables.md / tables.json (Tables 2
+and 3 in the paper's columns, beside its figures). Hours on 2 CPU cores.
+"""
+
+import dataclasses
+import os
+
+from absl import app, flags
+
+from bki_tf import attack, reproduction
+from experiments import common_flags
+
+_WORKDIR = common_flags.define.DEFINE_string("workdir", None, "Root folder of the grid.")
+_DATA_ROOT = common_flags.define.DEFINE_string(
+    "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
+)
+_GLOVE = common_flags.define.DEFINE_string("glove", None, "GloVe text file; unset: random embeddings.")
+_DATASETS = common_flags.define.DEFINE_multi_enum(
+    "datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run."
+)
+_TRIGGERS = common_flags.define.DEFINE_list(
+    "trigger_indices", None, "Indices (0-5) of the paper's triggers to run; default all."
+)
+_CLEAN = common_flags.define.DEFINE_bool("clean", True, "Also run the clean (unpoisoned) models.")
+_SEED = common_flags.define.DEFINE_integer("seed", 0, "Seed of every run.")
+_EPOCHS = common_flags.define.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
+_SCAN = common_flags.define_scan_flags()
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    indices = None if _TRIGGERS.value is None else [int(i) for i in _TRIGGERS.value]
+    cells = reproduction.grid(tuple(_DATASETS.value), indices, clean=_CLEAN.value)
+    bases = {}
+    for dataset in _DATASETS.value:
+        base = attack.AttackConfig.for_dataset(
+            dataset,
+            data_dir=os.path.join(_DATA_ROOT.value, dataset),
+            glove=_GLOVE.value,
+            trigger=reproduction.TRIGGERS[0],
+            target="0",
+            poison_rate=0.0,
+            seed=_SEED.value,
+        )
+        if _EPOCHS.value is not None:
+            base = dataclasses.replace(base, epochs=_EPOCHS.value)
+        bases[dataset] = base
+    reports = reproduction.run_grid(
+        cells, bases, common_flags.scan_config(_SCAN), _WORKDIR.value
+    )
+    print(open(os.path.join(_WORKDIR.value, "tables.md"), encoding="utf-8").read())
+    print(f"{len(reports)} runs done.")
+
+
+if __name__ == "__main__":
+    app.run(main)
