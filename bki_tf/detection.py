@@ -1,0 +1,371 @@
+"""The contract shared by every poison detector, and its evaluation.
+
+Every training-set sanitizer (BKI, Activation Clustering, Spectral Signatures) and
+the inference-time STRIP detector return a `DetectionResult`: one suspicion score
+per sample (higher = more suspicious), the boolean decision `is_poison`, and a
+JSON-able report of how the decision was made. `evaluate` scores a result against
+the ground truth (precision, recall, F1, the share removed, and the AUROC of the
+scores), and `sanitize_and_retrain` performs the step BKI ends with (Chen & Dai,
+Neurocomputing 2021, Sec. 4): remove the flagged training samples, train the same
+architecture from scratch on the rest, and measure ASR and clean accuracy, through
+`bki_tf.filtering` so that every sanitizer is measured exactly like BKI.
+
+The module is pure numpy apart from `sanitize_and_retrain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from bki_tf import keywords
+
+
+def _jsonable(obj):
+    """Plain-Python copy of `obj` (numpy scalars/arrays to lists, NaN/inf to None)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DetectionResult:
+    """What a detector decided about N samples.
+
+    Attributes:
+      method: Detector name, e.g. `"activation_clustering"`.
+      scores: `float64 [N]` suspicion scores; higher means more likely poisoned. Only
+        their order matters (AUROC); their scale is the detector's own.
+      is_poison: `bool [N]`, the detector's decision (True = remove / reject).
+      report: JSON-able details (thresholds, per-class statistics, ...).
+    """
+
+    method: str
+    scores: np.ndarray
+    is_poison: np.ndarray
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"method must be a non-empty detector name, got {self.method!r}.")
+        scores = np.asarray(self.scores)
+        if scores.ndim != 1 or (scores.size and not np.issubdtype(scores.dtype, np.number)):
+            raise ValueError(
+                f"{self.method}: scores must be a 1-D numeric array (one per sample), got dtype "
+                f"{scores.dtype} and shape {scores.shape}."
+            )
+        scores = scores.astype(np.float64)
+        if not np.all(np.isfinite(scores)):
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise ValueError(
+                f"{self.method}: scores[{bad}] = {scores[bad]} is not finite; every sample needs "
+                "a finite suspicion score."
+            )
+        is_poison = np.asarray(self.is_poison)
+        if is_poison.shape != scores.shape or (is_poison.size and is_poison.dtype != bool):
+            raise ValueError(
+                f"{self.method}: is_poison must be a bool array of shape {scores.shape} (one "
+                f"decision per score), got dtype {is_poison.dtype} and shape {is_poison.shape}."
+            )
+        if not isinstance(self.report, dict):
+            raise ValueError(f"{self.method}: report must be a dict, got {type(self.report)}.")
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "is_poison", is_poison.astype(bool))
+        object.__setattr__(self, "report", _jsonable(self.report))
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.scores.size)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """`int64 [k]` sorted positions of the samples decided poisoned."""
+        return np.flatnonzero(self.is_poison).astype(np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of everything (scores and decisions per sample)."""
+        return {
+            "method": self.method,
+            "num_samples": self.num_samples,
+            "num_flagged": int(self.is_poison.sum()),
+            "scores": self.scores.tolist(),
+            "is_poison": self.is_poison.tolist(),
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectionResult:
+        """Inverse of `to_dict()`."""
+        return cls(
+            method=d["method"],
+            scores=np.asarray(d["scores"], dtype=np.float64),
+            is_poison=np.asarray(d["is_poison"], dtype=bool),
+            report=d.get("report") or {},
+        )
+
+    def summary(self) -> str:
+        return (
+            f"{self.method}: flagged {int(self.is_poison.sum())} of {self.num_samples} samples "
+            f"({100 * self.is_poison.mean() if self.num_samples else 0.0:.2f}%)."
+        )
+
+
+def check_representations(
+    representations: np.ndarray, classes: np.ndarray, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validates the inputs of a representation-based detector (AC, SS).
+
+    Args:
+      representations: `float [N, D]` per-sample representations (e.g. the victim's
+        BiLSTM state, `bki_tf.models.HIDDEN`).
+      classes: `int [N]` class of each sample (predicted or training label); samples
+        are analysed per class.
+      method: Detector name, for the error messages.
+
+    Returns:
+      `(float64 [N, D], int64 [N])`.
+    """
+    reps = np.asarray(representations)
+    if reps.ndim != 2 or reps.shape[0] == 0 or reps.shape[1] == 0:
+        raise ValueError(
+            f"{method}: representations must be a non-empty [N, D] matrix (one row per "
+            f"sample), got shape {reps.shape}."
+        )
+    if not np.issubdtype(reps.dtype, np.number):
+        raise ValueError(f"{method}: representations must be numeric, got {reps.dtype}.")
+    reps = reps.astype(np.float64)
+    if not np.all(np.isfinite(reps)):
+        row = int(np.flatnonzero(~np.isfinite(reps).all(axis=1))[0])
+        raise ValueError(f"{method}: representations[{row}] holds NaN or inf.")
+    cls = np.asarray(classes)
+    if cls.shape != (reps.shape[0],) or not np.issubdtype(cls.dtype, np.integer):
+        raise ValueError(
+            f"{method}: classes must be {reps.shape[0]} integers (one per representation), "
+            f"got dtype {cls.dtype} and shape {cls.shape}."
+        )
+    if cls.min() < 0:
+        raise ValueError(f"{method}: classes must be >= 0, got {int(cls.min())}.")
+    return reps, cls.astype(np.int64)
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for separating `positives` from the rest.
+
+    The Mann-Whitney form: the probability that a random positive scores higher than a
+    random negative, ties counting one half (average ranks).
+
+    Args:
+      scores: `float [N]`, higher = more likely positive.
+      positives: `bool [N]` ground truth.
+
+    Returns:
+      The AUROC in [0, 1]; NaN when there is no positive or no negative (undefined).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives)
+    if scores.ndim != 1 or positives.shape != scores.shape:
+        raise ValueError(
+            f"scores {scores.shape} and positives {positives.shape} must be 1-D and match."
+        )
+    if positives.size and positives.dtype != bool:
+        raise ValueError(f"positives must be a bool array, got dtype {positives.dtype}.")
+    n_pos = int(positives.sum())
+    n_neg = positives.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, dtype=np.float64)
+    # Average rank (1-based) over each run of tied scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], scores.size]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = 0.5 * (s + 1 + e)
+    u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionEvaluation:
+    """A `DetectionResult` scored against the ground truth.
+
+    Attributes:
+      method: The detector.
+      precision: Poisoned share of the flagged samples (0.0 when nothing is flagged).
+      recall: Flagged share of the poisoned samples (NaN without poison).
+      f1: Harmonic mean of precision and recall.
+      auroc: AUROC of the suspicion scores (NaN without poison or without clean samples).
+      removed_share: Flagged / all samples.
+      num_flagged: Samples flagged.
+      num_poison: Poisoned samples (ground truth).
+      num_true_positive: Flagged samples that are poisoned.
+      num_samples: All samples.
+
+    The 0/0 conventions are those of `bki_tf.keywords.DetectionMetrics`.
+    """
+
+    method: str
+    precision: float
+    recall: float
+    f1: float
+    auroc: float
+    removed_share: float
+    num_flagged: int
+    num_poison: int
+    num_true_positive: int
+    num_samples: int
+
+    def __post_init__(self):
+        for name in ("precision", "recall", "f1", "auroc", "removed_share"):
+            v = getattr(self, name)
+            if not (math.isnan(v) or 0.0 <= v <= 1.0):
+                raise ValueError(f"{self.method}: {name} must lie in [0, 1] or be NaN, got {v}.")
+        if not 0 <= self.num_true_positive <= min(self.num_flagged, self.num_poison):
+            raise ValueError(
+                f"{self.method}: num_true_positive={self.num_true_positive} must lie in [0, "
+                f"min(num_flagged={self.num_flagged}, num_poison={self.num_poison})]."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict; NaN becomes `None`."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def summary(self) -> str:
+        def fmt(v: float) -> str:
+            return "n/a" if math.isnan(v) else f"{v:.4f}"
+
+        return (
+            f"{self.method}: flagged {self.num_flagged} of {self.num_samples} "
+            f"({100 * self.removed_share:.2f}%), {self.num_true_positive} of {self.num_poison} "
+            f"poisoned; precision {fmt(self.precision)}, recall {fmt(self.recall)}, "
+            f"F1 {fmt(self.f1)}, AUROC {fmt(self.auroc)}."
+        )
+
+
+def evaluate(result: DetectionResult, is_poisoned: np.ndarray) -> DetectionEvaluation:
+    """Scores a detector's decisions and scores against the ground-truth poison mask.
+
+    Args:
+      result: The detector's output for N samples.
+      is_poisoned: `bool [N]` ground truth (e.g. `run.train.is_poisoned`).
+
+    Returns:
+      Precision, recall, F1 and removed share of `result.is_poison` (via
+      `bki_tf.keywords.evaluate_detection`, the metrics BKI reports) and the AUROC of
+      `result.scores`.
+    """
+    truth = np.asarray(is_poisoned)
+    if truth.shape != (result.num_samples,):
+        raise ValueError(
+            f"{result.method} scored {result.num_samples} samples but is_poisoned has shape "
+            f"{truth.shape}; pass the ground truth of the same samples."
+        )
+    metrics = keywords.evaluate_detection(result.is_poison, truth)
+    return DetectionEvaluation(
+        method=result.method,
+        precision=metrics.precision,
+        recall=metrics.recall,
+        f1=metrics.f1,
+        auroc=auroc(result.scores, truth.astype(bool)),
+        removed_share=metrics.removed_share,
+        num_flagged=metrics.num_removed,
+        num_poison=metrics.num_poison,
+        num_true_positive=metrics.num_true_positive,
+        num_samples=metrics.num_texts,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SanitizerOutcome:
+    """A training-set sanitizer measured end to end, like BKI.
+
+    Attributes:
+      evaluation: Detection quality on the poisoned training set.
+      asr_before: ASR of the poisoned victim.
+      accuracy_before: Clean accuracy of the poisoned victim.
+      asr_after: ASR of the victim retrained on the kept samples (None if not retrained).
+      accuracy_after: Clean accuracy after retraining (None if not retrained).
+      num_poison_left: Poisoned samples kept for retraining.
+      retrain_seconds: Retraining wall time (None if not retrained).
+    """
+
+    evaluation: DetectionEvaluation
+    asr_before: float
+    accuracy_before: float
+    asr_after: float | None
+    accuracy_after: float | None
+    num_poison_left: int
+    retrain_seconds: float | None
+
+    def __post_init__(self):
+        if (self.asr_after is None) != (self.accuracy_after is None):
+            raise ValueError("asr_after and accuracy_after must both be set or both be None.")
+        if self.num_poison_left < 0:
+            raise ValueError(f"num_poison_left must be >= 0, got {self.num_poison_left}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["evaluation"] = self.evaluation.to_dict()
+        return _jsonable(d)
+
+    def summary(self) -> str:
+        after = (
+            "not retrained"
+            if self.asr_after is None
+            else f"after: ASR {self.asr_after:.2%}, accuracy {self.accuracy_after:.2%}"
+        )
+        return (
+            f"{self.evaluation.summary()} Before: ASR {self.asr_before:.2%}, accuracy "
+            f"{self.accuracy_before:.2%}; {after}."
+        )
+
+
+def sanitize_and_retrain(
+    run, result: DetectionResult, retrain: bool = True, verbose: int | str = 0
+) -> SanitizerOutcome:
+    """Removes the flagged training samples, retrains the victim and measures it.
+
+    Args:
+      run: A `bki_tf.attack.AttackRun`; `result` must score its `run.train`, in order.
+      result: The sanitizer's decisions.
+      retrain: Train a fresh victim on the kept samples (a full training run); False
+        only evaluates the detection.
+      verbose: Keras `fit` verbosity.
+
+    Returns:
+      The detection quality, the victim's ASR / accuracy before, and after retraining.
+    """
+    from bki_tf import filtering  # TensorFlow only when retraining is asked for.
+
+    evaluation = evaluate(result, run.train.is_poisoned)
+    keep, filt = filtering.filter_rows(run, result.is_poison)
+    asr_after = accuracy_after = seconds = None
+    if retrain:
+        t0 = time.time()
+        kept = run.train.subset(keep)
+        _, retrained = filtering.retrain(
+            run, kept.texts, kept.labels, filt.num_poison_left, verbose=verbose
+        )
+        seconds = time.time() - t0
+        asr_after, accuracy_after = retrained.asr, retrained.accuracy
+    return SanitizerOutcome(
+        evaluation=evaluation,
+        asr_before=float(run.metrics.asr),
+        accuracy_before=float(run.metrics.clean_accuracy),
+        asr_after=asr_after,
+        accuracy_after=accuracy_after,
+        num_poison_left=filt.num_poison_left,
+        retrain_seconds=seconds,
+    )

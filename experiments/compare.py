@@ -1,0 +1,147 @@
+r"""Compares BKI with Activation Clustering, Spectral Signatures, STRIP and l_inf pruning.
+
+Runs every defence on the victim and data of one pipeline workdir and writes
+comparison.json (one row per defence), comparison.md and PNG plots into
+<workdir>/compare (or --output_dir):
+
+    python -m experiments.compare --workdir=runs/imdb_tfla
+    python -m experiments.compare --workdir=runs/imdb_tfla --noretrain \
+      --defences=activation_clustering,spectral_signatures,strip,linf_pruning
+
+BKI's row is read from the pipeline's scan/scan.json and report.json, so run
+`python -m experiments.pipeline` first, or leave bki out of --defences.
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from bki_tf import (
+    activation_clustering,
+    artifacts,
+    attack,
+    comparison,
+    spectral_signatures,
+    strip,
+)
+from experiments import common_flags
+
+define = common_flags.define  # Idempotent definitions: binaries can share a process.
+
+_d = comparison.CompareConfig
+_ac = activation_clustering.ActivationClusteringConfig
+_ss = spectral_signatures.SpectralSignaturesConfig
+_st = strip.StripConfig
+
+_WORKDIR = define.DEFINE_string("workdir", None, "Pipeline workdir (an attack run, + BKI's files).")
+_OUTPUT_DIR = define.DEFINE_string("output_dir", None, "Output folder; default <workdir>/compare.")
+_DEFENCES = define.DEFINE_list(
+    "defences", list(comparison.DEFENCES), f"Defences to run, from {list(comparison.DEFENCES)}."
+)
+_RETRAIN = define.DEFINE_bool(
+    "retrain", _d.retrain, "Retrain the victim on what AC / SS keep (a full training each)."
+)
+_SEGMENT_BY = define.DEFINE_enum(
+    "segment_by",
+    _d.segment_by,
+    list(comparison.SEGMENTS),
+    "Class of a sample for AC / SS: the victim's prediction or the training label.",
+)
+_AC_REDUCTION = define.DEFINE_enum(
+    "ac_reduction", _ac.reduction, list(activation_clustering.REDUCTIONS), "AC: ICA or PCA."
+)
+_AC_DIMS = define.DEFINE_integer("ac_dims", _ac.num_dims, "AC: dimensions after reduction.")
+_AC_ANALYSIS = define.DEFINE_enum(
+    "ac_analysis",
+    _ac.analysis,
+    list(activation_clustering.ANALYSES),
+    "AC: relative size only, or size and silhouette.",
+)
+_AC_SIZE_THRESHOLD = define.DEFINE_float(
+    "ac_size_threshold", _ac.size_threshold, "AC: largest relative size of a poison cluster."
+)
+_AC_SILHOUETTE_THRESHOLD = define.DEFINE_float(
+    "ac_silhouette_threshold", _ac.silhouette_threshold, "AC: smallest silhouette of poison."
+)
+_SS_EPS = define.DEFINE_float(
+    "ss_poison_rate_bound", _ss.poison_rate_bound, "SS: eps, upper bound on the poisoning rate."
+)
+_SS_MULTIPLIER = define.DEFINE_float(
+    "ss_eps_multiplier", _ss.eps_multiplier, "SS: remove the top multiplier * eps * n_y."
+)
+_STRIP_PERTURBATIONS = define.DEFINE_integer(
+    "strip_perturbations", _st.num_perturbations, "STRIP: perturbed copies per text (N)."
+)
+_STRIP_SWAP_RATIO = define.DEFINE_float(
+    "strip_swap_ratio", _st.swap_ratio, "STRIP: share of a text's tokens replaced per copy."
+)
+_STRIP_REPLACEMENT = define.DEFINE_enum(
+    "strip_replacement",
+    _st.replacement,
+    list(strip.REPLACEMENTS),
+    "STRIP: donor text's top TF-IDF words (OpenBackdoor) or unigram-frequency words.",
+)
+_STRIP_FRR = define.DEFINE_float("strip_frr", _st.frr, "STRIP: target false rejection rate.")
+_STRIP_MAX_TEXTS = define.DEFINE_integer(
+    "strip_max_texts", _d.strip_max_texts, "STRIP: cap on calibration/clean/triggered texts each."
+)
+_CALIBRATION_SHARE = define.DEFINE_float(
+    "calibration_share", _d.calibration_share, "Share of the test set held out for STRIP."
+)
+_PRUNING_ASR_THRESHOLD = define.DEFINE_float(
+    "pruning_asr_threshold",
+    _d.pruning_asr_threshold,
+    "Pruning: report the fewest pruned units with ASR below this.",
+)
+_SEED = define.DEFINE_integer("seed", _d.seed, "Seed of AC, STRIP and the test split.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def _config() -> comparison.CompareConfig:
+    return comparison.CompareConfig(
+        defences=tuple(_DEFENCES.value),
+        retrain=_RETRAIN.value,
+        segment_by=_SEGMENT_BY.value,
+        ac=_ac(
+            num_dims=_AC_DIMS.value,
+            reduction=_AC_REDUCTION.value,
+            analysis=_AC_ANALYSIS.value,
+            size_threshold=_AC_SIZE_THRESHOLD.value,
+            silhouette_threshold=_AC_SILHOUETTE_THRESHOLD.value,
+            seed=_SEED.value,
+        ),
+        ss=_ss(poison_rate_bound=_SS_EPS.value, eps_multiplier=_SS_MULTIPLIER.value),
+        strip_config=_st(
+            num_perturbations=_STRIP_PERTURBATIONS.value,
+            swap_ratio=_STRIP_SWAP_RATIO.value,
+            replacement=_STRIP_REPLACEMENT.value,
+            frr=_STRIP_FRR.value,
+            seed=_SEED.value,
+        ),
+        strip_max_texts=_STRIP_MAX_TEXTS.value,
+        calibration_share=_CALIBRATION_SHARE.value,
+        pruning_asr_threshold=_PRUNING_ASR_THRESHOLD.value,
+        seed=_SEED.value,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _config()  # Validates every flag before anything is loaded.
+    workdir = _WORKDIR.value
+    output_dir = _OUTPUT_DIR.value or os.path.join(workdir, comparison.COMPARE_DIR)
+    comparison.check_bki_files(workdir, config)
+    run = attack.load_run(workdir)
+    artifacts.write_json(
+        os.path.join(output_dir, comparison.CONFIG_FILE),
+        {"workdir": workdir, **config.to_dict()},
+    )
+    result = comparison.run_comparison(run, config, verbose=0, log=logging.info)
+    paths = comparison.write_comparison(result, output_dir)
+    print(result.summary())
+    print(f"\nWrote {paths[comparison.COMPARISON_JSON]} and {len(paths) - 1} other files.")
+
+
+if __name__ == "__main__":
+    app.run(main)
