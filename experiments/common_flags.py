@@ -6,6 +6,8 @@ each binary declares exactly the flags it uses.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 from bki_tf import attack, data, poisoning, training
@@ -30,6 +32,11 @@ class _Definer:
 
 
 define = _Definer()
+
+
+def keras_verbosity() -> int | str:
+    """A progress bar on a terminal, one line per epoch in a log file."""
+    return "auto" if sys.stdout.isatty() else 2
 
 
 def define_workdir_flags() -> dict:

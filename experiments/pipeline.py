@@ -25,6 +25,7 @@ def main(argv):
         common_flags.scan_config(_SCAN),
         _WORKDIR["workdir"].value,
         overwrite=_WORKDIR["overwrite"].value,
+        verbose=common_flags.keras_verbosity(),
     )
     print(pipeline.format_report(report))
 

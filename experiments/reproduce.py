@@ -53,7 +53,11 @@ def main(argv):
             base = dataclasses.replace(base, epochs=_EPOCHS.value)
         bases[dataset] = base
     reports = reproduction.run_grid(
-        cells, bases, common_flags.scan_config(_SCAN), _WORKDIR.value
+        cells,
+        bases,
+        common_flags.scan_config(_SCAN),
+        _WORKDIR.value,
+        verbose=common_flags.keras_verbosity(),
     )
     print(open(os.path.join(_WORKDIR.value, "tables.md"), encoding="utf-8").read())
     print(f"{len(reports)} runs done.")

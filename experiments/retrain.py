@@ -16,7 +16,9 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    pipeline.run_retrain(_WORKDIR.value, overwrite=_OVERWRITE.value)
+    pipeline.run_retrain(
+        _WORKDIR.value, overwrite=_OVERWRITE.value, verbose=common_flags.keras_verbosity()
+    )
     report = pipeline.make_report(_WORKDIR.value)
     print(pipeline.format_report(report))
 
