@@ -7,7 +7,7 @@ import setuptools
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _VERSION = {}
 with open(os.path.join(_HERE, "bki_tf", "version.py"), encoding="utf-8") as f:
-  exec(f.read(), _VERSION)  # pylint: disable=exec-used
+    exec(f.read(), _VERSION)  # pylint: disable=exec-used
 
 setuptools.setup(
     name="bki_tf",

@@ -32,7 +32,15 @@ import numpy as np
 
 from bki_tf import poisoning
 
-TRAIN_COLUMNS = ("id", "text", "label", "is_poisoned", "trigger_position", "original_label", "source_id")
+TRAIN_COLUMNS = (
+    "id",
+    "text",
+    "label",
+    "is_poisoned",
+    "trigger_position",
+    "original_label",
+    "source_id",
+)
 
 
 def _jsonable(obj):
@@ -162,7 +170,11 @@ def write_training_subset(path: str, ids: np.ndarray, data: poisoning.PoisonedDa
 
 def write_labelled_texts(path: str, texts: Sequence[str], labels: np.ndarray) -> None:
     """Writes `id,text,label` CSV.gz."""
-    _write_csv_gz(path, ("id", "text", "label"), ((i, t, int(y)) for i, (t, y) in enumerate(zip(texts, labels))))
+    _write_csv_gz(
+        path,
+        ("id", "text", "label"),
+        ((i, t, int(y)) for i, (t, y) in enumerate(zip(texts, labels))),
+    )
 
 
 def read_labelled_texts(path: str) -> tuple[list[str], np.ndarray]:

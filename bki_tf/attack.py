@@ -32,7 +32,12 @@ _OUTPUTS = (METRICS_FILE, VOCAB_FILE, TRAIN_FILE, TEST_FILE, TRIGGERED_FILE, MOD
 # 50-d GloVe (README, "Defaults"); AttackConfig.for_dataset fills them in.
 DATASET_DEFAULTS = {
     "imdb": {"epochs": 5, "batch_size": 64, "learning_rate": 2e-3, "fine_tune_embeddings": True},
-    "dbpedia": {"epochs": 6, "batch_size": 64, "learning_rate": 2e-3, "fine_tune_embeddings": False},
+    "dbpedia": {
+        "epochs": 6,
+        "batch_size": 64,
+        "learning_rate": 2e-3,
+        "fine_tune_embeddings": False,
+    },
 }
 
 
@@ -103,7 +108,9 @@ class AttackConfig:
         if not 0.0 <= self.poison_rate < 1.0:
             raise ValueError(f"Poisoning rate {self.poison_rate} is outside [0, 1); use e.g. 0.03.")
         if self.mode not in poisoning.MODES:
-            raise ValueError(f"Unknown poisoning mode {self.mode!r}; choose one of {poisoning.MODES}.")
+            raise ValueError(
+                f"Unknown poisoning mode {self.mode!r}; choose one of {poisoning.MODES}."
+            )
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -219,7 +226,9 @@ def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
     )
 
 
-def check_workdir(workdir: str, config: dict, overwrite: bool, config_file: str = CONFIG_FILE) -> bool:
+def check_workdir(
+    workdir: str, config: dict, overwrite: bool, config_file: str = CONFIG_FILE
+) -> bool:
     """Refuses a workdir that holds a different run, unless `overwrite`.
 
     Returns:
@@ -227,7 +236,11 @@ def check_workdir(workdir: str, config: dict, overwrite: bool, config_file: str 
     """
     path = os.path.join(workdir, config_file)
     if not os.path.isfile(path):
-        if os.path.isdir(workdir) and any(f in os.listdir(workdir) for f in _OUTPUTS) and not overwrite:
+        if (
+            os.path.isdir(workdir)
+            and any(f in os.listdir(workdir) for f in _OUTPUTS)
+            and not overwrite
+        ):
             raise ValueError(
                 f"Workdir {workdir!r} holds run outputs but no {config_file}; choose another "
                 "workdir or pass --overwrite."
@@ -314,7 +327,9 @@ def run_attack(
     artifacts.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
     tokenization.save_vocabulary(vocabulary, os.path.join(workdir, VOCAB_FILE))
     artifacts.write_training_set(os.path.join(workdir, TRAIN_FILE), poisoned)
-    artifacts.write_labelled_texts(os.path.join(workdir, TEST_FILE), dataset.test_texts, dataset.test_labels)
+    artifacts.write_labelled_texts(
+        os.path.join(workdir, TEST_FILE), dataset.test_texts, dataset.test_labels
+    )
     artifacts.write_labelled_texts(os.path.join(workdir, TRIGGERED_FILE), trig_texts, trig_labels)
 
     ids, _ = tokenization.encode(vectorizer, poisoned.texts)

@@ -34,9 +34,7 @@ class EmbeddingCoverage:
         return {**dataclasses.asdict(self), "coverage": self.coverage}
 
 
-def load_glove(
-    path: str, vocabulary: Sequence[str]
-) -> tuple[np.ndarray, EmbeddingCoverage]:
+def load_glove(path: str, vocabulary: Sequence[str]) -> tuple[np.ndarray, EmbeddingCoverage]:
     """Builds an embedding matrix from a GloVe text file of any dimension.
 
     Each line of the file is a word followed by its vector, space-separated;

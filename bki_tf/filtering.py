@@ -94,7 +94,9 @@ def filter_rows(run: attack.AttackRun, flagged: np.ndarray) -> tuple[np.ndarray,
     else:
         flagged = flagged.astype(np.int64)
         if flagged.size and (flagged.min() < 0 or flagged.max() >= n):
-            raise ValueError(f"Flagged index out of range [0, {n}): {flagged.min()}..{flagged.max()}.")
+            raise ValueError(
+                f"Flagged index out of range [0, {n}): {flagged.min()}..{flagged.max()}."
+            )
         mask = np.zeros(n, dtype=bool)
         mask[flagged] = True
     keep = np.flatnonzero(~mask).astype(np.int64)
@@ -109,7 +111,9 @@ def filter_rows(run: attack.AttackRun, flagged: np.ndarray) -> tuple[np.ndarray,
     return keep, result
 
 
-def write_filter(folder: str, run: attack.AttackRun, keep: np.ndarray, result: FilterResult) -> None:
+def write_filter(
+    folder: str, run: attack.AttackRun, keep: np.ndarray, result: FilterResult
+) -> None:
     """Writes the purified set, the removed ids and the summary (summary last)."""
     os.makedirs(folder, exist_ok=True)
     artifacts.write_training_subset(

@@ -43,7 +43,8 @@ class ScanConfig:
       method: Scorer, `fast` (state reuse) or `simple` (compiled deletion variants).
       max_ngram: Longest n-gram key of the refined variant.
       alpha: The refined variant's `a` in s = round((a N)^2).
-      batch_size: Texts per scorer call.
+      batch_size: Deletion variants scored side by side (memory bound; results
+        do not depend on it, so it is not part of a scan's identity).
     """
 
     p: int = 5
@@ -51,7 +52,7 @@ class ScanConfig:
     method: str = "fast"
     max_ngram: int = 3
     alpha: float = 0.05
-    batch_size: int = 64
+    batch_size: int = scanning.DEFAULT_BATCH_SIZE
 
     def __post_init__(self):
         if self.p < 1:
@@ -69,6 +70,12 @@ class ScanConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The settings that determine the scan's result (all but batch_size)."""
+        d = self.to_dict()
+        del d["batch_size"]
+        return d
 
 
 def model_fingerprint(workdir: str) -> str:
@@ -90,7 +97,9 @@ class _Progress:
             try:
                 from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-                self._bar = tqdm(total=total, desc=desc, unit="text", file=sys.stderr, smoothing=0.1)
+                self._bar = tqdm(
+                    total=total, desc=desc, unit="text", file=sys.stderr, smoothing=0.1
+                )
             except ImportError:
                 self._bar = None
 
@@ -125,7 +134,7 @@ def run_scan(
     """
     folder = os.path.join(workdir, SCAN_DIR)
     run = attack.load_run(workdir)
-    expected = {**config.to_dict(), "model_sha256": model_fingerprint(workdir)}
+    expected = {**config.identity(), "model_sha256": model_fingerprint(workdir)}
     path = os.path.join(folder, SCAN_FILE)
     if os.path.isfile(path) and not overwrite:
         existing = artifacts.read_json(path)
@@ -142,7 +151,12 @@ def run_scan(
     bar = _Progress(len(ids), "BKI scan", progress)
     try:
         scores = scanning.deletion_scores(
-            run.model, ids, lengths, method=config.method, batch_size=config.batch_size, progress=bar
+            run.model,
+            ids,
+            lengths,
+            method=config.method,
+            batch_size=config.batch_size,
+            progress=bar,
         )
     finally:
         bar.close()
@@ -176,6 +190,7 @@ def run_scan(
         "detection": detection.to_dict(),
         "scan_seconds": scan_seconds,
         "texts_per_second": len(ids) / max(scan_seconds, 1e-9),
+        "batch_size": config.batch_size,
         "wall_seconds": time.time() - start,
         "result": result.to_dict(),
     }
@@ -268,14 +283,16 @@ def make_report(workdir: str) -> dict:
 
 
 def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{100 * x:.2f} %"
+    return (
+        "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{100 * x:.2f} %"
+    )
 
 
 def format_report(r: dict) -> str:
     """Markdown rendering of a report dict."""
     rows = [
         ("dataset", r["dataset"]),
-        ("trigger", f"\"{r['trigger']}\""),
+        ("trigger", f'"{r["trigger"]}"'),
         ("target", r["target"]),
         ("poisoning rate", _pct(r["poison_rate"])),
         ("poisoned / train", f"{r['num_poisoned']} / {r['num_train']}"),
@@ -285,8 +302,14 @@ def format_report(r: dict) -> str:
         ("precision", _pct(r["precision"])),
         ("recall", _pct(r["recall"])),
         ("ASR before -> after", f"{_pct(r['asr_before'])} -> {_pct(r['asr_after'])}"),
-        ("accuracy before -> after", f"{_pct(r['accuracy_before'])} -> {_pct(r['accuracy_after'])}"),
-        ("wall time attack / scan / retrain", f"{r['attack_seconds']:.0f} s / {r['scan_seconds']:.0f} s / {r['retrain_seconds']:.0f} s"),
+        (
+            "accuracy before -> after",
+            f"{_pct(r['accuracy_before'])} -> {_pct(r['accuracy_after'])}",
+        ),
+        (
+            "wall time attack / scan / retrain",
+            f"{r['attack_seconds']:.0f} s / {r['scan_seconds']:.0f} s / {r['retrain_seconds']:.0f} s",
+        ),
     ]
     lines = ["# BKI report", "", "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]

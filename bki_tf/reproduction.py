@@ -166,7 +166,11 @@ def write_tables(reports: list[dict], workdir: str) -> None:
     )
     artifacts.write_json(
         os.path.join(workdir, "tables.json"),
-        {"rows": reports, "paper_table2": [
-            {"dataset": k[0], "trigger": k[1], **v} for k, v in PAPER_TABLE2.items()
-        ], "paper_ranges": PAPER_RANGES},
+        {
+            "rows": reports,
+            "paper_table2": [
+                {"dataset": k[0], "trigger": k[1], **v} for k, v in PAPER_TABLE2.items()
+            ],
+            "paper_ranges": PAPER_RANGES,
+        },
     )

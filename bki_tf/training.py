@@ -160,7 +160,9 @@ def _predictor(model: keras.Model):
     return fn
 
 
-def predict(model: keras.Model, ids: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: keras.Model, ids: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and hidden states in input order.
 
     Rows are processed sorted by length and padded per batch, which is exact

@@ -21,7 +21,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = common_flags.attack_config(_ATTACK)
     result = attack.run_attack(
-        config, _WORKDIR["workdir"].value, overwrite=_WORKDIR["overwrite"].value,
+        config,
+        _WORKDIR["workdir"].value,
+        overwrite=_WORKDIR["overwrite"].value,
         verbose=common_flags.keras_verbosity(),
     )
     logging.info("%s", result.summary())

@@ -139,7 +139,7 @@ def define_scan_flags() -> dict:
         ),
         "alpha": define.DEFINE_float("alpha", d.alpha, "a in s = round((a N)^2) (refined variant)."),
         "scan_batch_size": define.DEFINE_integer(
-            "scan_batch_size", d.batch_size, "Texts per scorer call."
+            "scan_batch_size", d.batch_size, "Deletion variants scored side by side (bounds memory)."
         ),
     }  # fmt: skip
 

@@ -1,6 +1,6 @@
 r"""Removes the texts a BKI scan flagged: writes filter/train_purified.csv.gz.
 
-    python -m experiments.filter --workdir=runs/imdb_tfla
+python -m experiments.filter --workdir=runs/imdb_tfla
 """
 
 from absl import app, flags

@@ -19,7 +19,9 @@ _WORKDIR = common_flags.define.DEFINE_string("workdir", None, "Root folder of th
 _DATA_ROOT = common_flags.define.DEFINE_string(
     "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
 )
-_GLOVE = common_flags.define.DEFINE_string("glove", None, "GloVe text file; unset: random embeddings.")
+_GLOVE = common_flags.define.DEFINE_string(
+    "glove", None, "GloVe text file; unset: random embeddings."
+)
 _DATASETS = common_flags.define.DEFINE_multi_enum(
     "datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run."
 )
@@ -28,7 +30,9 @@ _TRIGGERS = common_flags.define.DEFINE_list(
 )
 _CLEAN = common_flags.define.DEFINE_bool("clean", True, "Also run the clean (unpoisoned) models.")
 _SEED = common_flags.define.DEFINE_integer("seed", 0, "Seed of every run.")
-_EPOCHS = common_flags.define.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
+_EPOCHS = common_flags.define.DEFINE_integer(
+    "epochs", None, "Training epochs (default: per dataset)."
+)
 _SCAN = common_flags.define_scan_flags()
 flags.mark_flags_as_required(["workdir"])
 

@@ -1,6 +1,6 @@
 r"""Retrains the victim on the purified training set and writes the report.
 
-    python -m experiments.retrain --workdir=runs/imdb_tfla
+python -m experiments.retrain --workdir=runs/imdb_tfla
 """
 
 from absl import app, flags

@@ -15,18 +15,23 @@ def _fake_load(calls):
         k = 2 if name == "imdb_reviews" else 14
         texts = [f"{split} text {i} <br />end" for i in range(6 * k)]
         labels = [i % k for i in range(6 * k)]
-        return tf.data.Dataset.from_tensor_slices({key: texts, "label": np.asarray(labels, np.int64)})
+        return tf.data.Dataset.from_tensor_slices(
+            {key: texts, "label": np.asarray(labels, np.int64)}
+        )
 
     return load
 
 
 @pytest.mark.parametrize(
-    "name, builder, num_classes", [("imdb", "imdb_reviews", 2), ("dbpedia", "huggingface:dbpedia_14", 14)]
+    "name, builder, num_classes",
+    [("imdb", "imdb_reviews", 2), ("dbpedia", "huggingface:dbpedia_14", 14)],
 )
 def test_tfds_source(monkeypatch, name, builder, num_classes):
     calls = []
     monkeypatch.setattr(tfds, "load", _fake_load(calls))
-    ds = data.load_dataset(name, "tfds", "/some/tfds_dir", train_per_class=3, test_per_class=2, seed=1)
+    ds = data.load_dataset(
+        name, "tfds", "/some/tfds_dir", train_per_class=3, test_per_class=2, seed=1
+    )
     assert {c[0] for c in calls} == {builder}
     assert {c[2] for c in calls} == {"/some/tfds_dir"}
     assert ds.num_classes == num_classes

@@ -220,7 +220,9 @@ def test_model_without_hidden_output_is_rejected(copy):
 
 def test_empty_training_set_is_rejected(copy):
     run = attack.load_run(copy)
-    artifacts.write_training_set(os.path.join(copy, "train.csv.gz"), run.train.subset(np.array([], np.int64)))
+    artifacts.write_training_set(
+        os.path.join(copy, "train.csv.gz"), run.train.subset(np.array([], np.int64))
+    )
     shutil.rmtree(os.path.join(copy, "scan"))
     with pytest.raises(ValueError, match="empty"):
         pipeline.run_scan(copy, pipeline.ScanConfig(), progress=False)
