@@ -1,0 +1,76 @@
+"""End-to-end tests of the `experiments.benchmark_scan` binary on tiny settings."""
+
+import json
+import os
+
+import pytest
+from absl.testing import flagsaver
+
+from bki_tf import benchmarking
+from experiments import benchmark_scan
+
+TINY_FLAGS = dict(
+    num_texts=5,
+    max_len=12,
+    repeats=1,
+    lstm_units=4,
+    embedding_dim=8,
+    vocab_size=40,
+    seed=1,
+    authors_texts=3,
+    batch_size=64,
+    scaling_texts=3,
+    peak_matmul_size=256,
+)
+_KEYS = (
+    "texts_per_s", "speedup_vs_authors", "speedup_vs_simple", "floor_fraction", "max_abs_diff",
+    "matmul_peak_gflops", "peak_memory_mb", "device", "config",
+)  # fmt: skip
+
+
+def _check_result(result):
+    for key in _KEYS:
+        assert key in result, key
+    assert set(result["texts_per_s"]) == set(benchmarking.METHODS)
+    assert all(rate > 0 for rate in result["texts_per_s"].values())
+    assert result["matmul_peak_gflops"] > 0 and result["floor_fraction"] > 0
+    assert result["peak_memory_mb"] > 0
+    assert max(result["max_abs_diff"].values()) < 1e-4 and result["scores_match"]
+    assert result["authors_timed_texts"] == 3 and result["authors_extrapolated"]
+    assert {k: result["config"][k] for k in TINY_FLAGS} == TINY_FLAGS
+
+
+def test_main_with_real_lengths_and_scaling(tmp_path, tiny_imdb_dir, capsys):
+    output = str(tmp_path / "out" / "bench.json")
+    with flagsaver.flagsaver(data_dir=tiny_imdb_dir, output=output, scaling=True, **TINY_FLAGS):
+        benchmark_scan.main(["benchmark_scan"])
+    with open(output, encoding="utf-8") as f:
+        result = json.load(f)
+    _check_result(result)
+    assert tiny_imdb_dir in result["length_source"]
+    assert result["length_stats"]["max"] <= 12
+    scaling = result["scaling"]
+    assert [p["x"] for p in scaling["by_max_len"]] == [100, 200, 400, 800]
+    assert [p["x"] for p in scaling["by_num_texts"]] == [1, 2, 5]
+    for point in scaling["by_max_len"] + scaling["by_num_texts"]:
+        assert point["texts_per_s"]["fast"] > 0 and point["texts_per_s"]["simple"] > 0
+    assert os.path.getsize(str(tmp_path / "out" / "bench_scaling.png")) > 0
+    assert "texts/s" in capsys.readouterr().out
+
+
+def test_main_with_synthetic_lengths(tmp_path):
+    output = str(tmp_path / "bench.json")
+    with flagsaver.flagsaver(data_dir=None, output=output, scaling=False, **TINY_FLAGS):
+        benchmark_scan.main(["benchmark_scan"])
+    with open(output, encoding="utf-8") as f:
+        result = json.load(f)
+    _check_result(result)
+    assert "synthetic" in result["length_source"] and result["scaling"] is None
+    assert not os.path.exists(str(tmp_path / "bench_scaling.png"))
+
+
+def test_config_rejects_missing_data():
+    with pytest.raises(FileNotFoundError, match="No train.csv.gz"):
+        benchmarking.BenchmarkConfig(data_dir="/nonexistent")
+    with pytest.raises(ValueError, match="num_texts must be >= 1"):
+        benchmarking.BenchmarkConfig(num_texts=0)

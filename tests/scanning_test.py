@@ -1,0 +1,254 @@
+"""Tests of bki_tf.scanning against a literal one-deletion-at-a-time reference."""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bki_tf import models, scanning
+
+_VOCAB = 30
+_TOLERANCE = 1e-5
+
+
+def _reference_hidden(model: keras.Model, tokens: list[int]) -> np.ndarray:
+    """`h` of one unpadded text; the empty text has the zero initial state."""
+    if not tokens:
+        return np.zeros([int(model.outputs[1].shape[-1])], np.float32)
+    return np.asarray(model(np.asarray([tokens], np.int32), training=False)[1])[0]
+
+
+def _reference_deletion_scores(model, ids, lengths) -> list[np.ndarray]:
+    """BKI Algorithm 1 literally: one text, one shortened variant at a time."""
+    scores = []
+    for row, length in zip(ids, lengths):
+        text = [int(t) for t in row[:length]]
+        original = _reference_hidden(model, text)
+        scores.append(
+            np.array(
+                [
+                    np.max(np.abs(original - _reference_hidden(model, text[:j] + text[j + 1 :])))
+                    for j in range(length)
+                ],
+                np.float32,
+            )
+        )
+    return scores
+
+
+def _reference_prefix_scores(model, ids, lengths) -> list[np.ndarray]:
+    scores = []
+    for row, length in zip(ids, lengths):
+        text = [int(t) for t in row[:length]]
+        prefixes = [_reference_hidden(model, text[:m]) for m in range(length + 1)]
+        scores.append(
+            np.array(
+                [np.max(np.abs(prefixes[j + 1] - prefixes[j])) for j in range(length)], np.float32
+            )
+        )
+    return scores
+
+
+def _texts(lengths, max_len, seed=0):
+    """Right-padded random token ids (including OOV id 1) for the given lengths."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros([len(lengths), max_len], np.int32)
+    for i, length in enumerate(lengths):
+        ids[i, :length] = rng.integers(1, _VOCAB, length)
+    return ids, np.asarray(lengths, np.int32)
+
+
+# Mixed lengths, 1- and 2-token texts, an empty text and padding everywhere.
+_LENGTHS = [3, 1, 9, 2, 0, 6, 1, 11]
+_MAX_LEN = 13
+
+
+@functools.cache
+def _random_model(seed: int) -> keras.Model:
+    return models.build_classifier(
+        _VOCAB, 2, embedding_dim=8, lstm_units=4, dense_units=4, seed=seed
+    )
+
+
+@functools.cache
+def _trained_model() -> keras.Model:
+    """A model moved away from its initialisation by a few steps of training."""
+    keras.utils.set_random_seed(0)
+    model = models.build_classifier(_VOCAB, 2, embedding_dim=8, lstm_units=4, dense_units=4, seed=5)
+    ids, _ = _texts([6, 8, 4, 10, 7, 5, 9, 3] * 4, 10, seed=3)
+    labels = (ids == 7).any(axis=1).astype(np.int32)
+    classifier = models.probabilities_model(model)
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy"
+    )
+    classifier.fit(ids, labels, batch_size=8, epochs=3, verbose=0)
+    return model
+
+
+@functools.cache
+def _reference(model_name: str, kind: str, lengths: tuple, max_len: int, seed: int):
+    model = _model(model_name)
+    ids, lengths = _texts(list(lengths), max_len, seed)
+    reference = _reference_deletion_scores if kind == "deletion" else _reference_prefix_scores
+    return ids, lengths, reference(model, ids, lengths)
+
+
+def _model(name: str) -> keras.Model:
+    if name == "trained":
+        return _trained_model()
+    return _random_model(int(name.removeprefix("seed")))
+
+
+def _assert_scores_close(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.dtype == np.float32
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, atol=_TOLERANCE, rtol=0)
+
+
+class LstmCellTest(tf.test.TestCase):
+    def test_fast_cell_is_a_keras_lstm_step(self):
+        # The fast scanner's cell on the model's own weights equals one keras LSTMCell step.
+        model = _random_model(0)
+        weights = scanning._read_bilstm_weights(model)
+        cell = model.get_layer(models.BILSTM_LAYER).forward_layer.cell
+        x = np.random.default_rng(0).normal(size=[3, 8]).astype(np.float32)
+        h0 = np.random.default_rng(1).normal(size=[3, 4]).astype(np.float32)
+        c0 = np.random.default_rng(2).normal(size=[3, 4]).astype(np.float32)
+        expected_h, (_, expected_c) = cell(x, [h0, c0])
+        halve = scanning._halve_sigmoid_gates
+        z = x @ halve(weights.kernel[0]) + h0 @ halve(weights.recurrent[0]) + halve(weights.bias[0])
+        h, c = scanning._scaled_lstm_cell(tf.constant(z), tf.constant(c0))
+        self.assertAllClose(h, expected_h, atol=1e-6)
+        self.assertAllClose(c, expected_c, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fast", "simple"])
+@pytest.mark.parametrize("model_name", ["seed0", "seed1", "seed2", "trained"])
+def test_deletion_scores_match_reference(method, model_name):
+    ids, lengths, expected = _reference(model_name, "deletion", tuple(_LENGTHS), _MAX_LEN, 0)
+    got = scanning.deletion_scores(_model(model_name), ids, lengths, method=method)
+    _assert_scores_close(got, expected)
+    assert got[_LENGTHS.index(0)].shape == (0,)
+
+
+@pytest.mark.parametrize("method", ["fast", "simple"])
+def test_small_batches_and_long_text_match_reference(method):
+    # batch_size 3 forces many tiles/calls; the 25-token text makes the fast packer
+    # stack several short jobs in one lane and the simple scorer split one text.
+    lengths = (25, 2, 4, 1, 7)
+    ids, lengths, expected = _reference("trained", "deletion", lengths, 27, 1)
+    done = []
+    got = scanning.deletion_scores(
+        _trained_model(), ids, lengths, method=method, batch_size=3, progress=done.append
+    )
+    _assert_scores_close(got, expected)
+    assert done == sorted(done) and done[-1] == len(lengths)
+
+
+def test_one_token_text_scores_its_hidden_norm():
+    model = _random_model(1)
+    ids = np.array([[5, 0, 0]], np.int32)
+    expected = np.max(np.abs(_reference_hidden(model, [5])))
+    for method in scanning.METHODS:
+        (scores,) = scanning.deletion_scores(model, ids, [1], method=method)
+        np.testing.assert_allclose(scores, [expected], atol=_TOLERANCE)
+
+
+@pytest.mark.parametrize("model_name", ["seed0", "trained"])
+def test_prefix_scores_match_reference(model_name):
+    ids, lengths, expected = _reference(model_name, "prefix", tuple(_LENGTHS), _MAX_LEN, 2)
+    _assert_scores_close(scanning.prefix_scores(_model(model_name), ids, lengths), expected)
+
+
+def test_prefix_scores_small_batches():
+    ids, lengths, expected = _reference("trained", "prefix", (12, 3, 1), 12, 4)
+    got = scanning.prefix_scores(_trained_model(), ids, lengths, batch_size=2)
+    _assert_scores_close(got, expected)
+
+
+def _custom_model(use_bias=True, activation="tanh", scale_hidden=False) -> keras.Model:
+    """A classifier with the BKI layer names but non-default LSTM options."""
+    tokens = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(_VOCAB, 8, mask_zero=True, name=models.EMBEDDING_LAYER)(tokens)
+    kwargs = dict(use_bias=use_bias, activation=activation, bias_initializer="random_normal")
+    hidden = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, **kwargs),
+        backward_layer=keras.layers.LSTM(4, go_backwards=True, **kwargs),
+        name=models.BILSTM_LAYER,
+    )(x)
+    if scale_hidden:
+        hidden = keras.layers.Rescaling(2.0)(hidden)
+    hidden = keras.layers.Identity(name=models.HIDDEN)(hidden)
+    probs = keras.layers.Dense(2, activation="softmax", name=models.PROBABILITIES)(hidden)
+    return keras.Model(tokens, [probs, hidden])
+
+
+def test_fast_handles_lstm_without_bias():
+    keras.utils.set_random_seed(1)
+    model = _custom_model(use_bias=False)
+    ids, lengths = _texts([4, 1, 6], 6, seed=5)
+    expected = _reference_deletion_scores(model, ids, lengths)
+    _assert_scores_close(scanning.deletion_scores(model, ids, lengths), expected)
+
+
+def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():
+    keras.utils.set_random_seed(2)
+    model = _custom_model(activation="relu")
+    ids, lengths = _texts([3, 5], 5, seed=6)
+    with pytest.raises(ValueError, match="activation='relu'.*method='simple'"):
+        scanning.deletion_scores(model, ids, lengths, method="fast")
+    with pytest.raises(ValueError, match="activation='relu'"):
+        scanning.prefix_scores(model, ids, lengths)
+    expected = _reference_deletion_scores(model, ids, lengths)
+    _assert_scores_close(scanning.deletion_scores(model, ids, lengths, method="simple"), expected)
+
+
+def test_fast_detects_hidden_output_that_is_not_the_bilstm_state():
+    keras.utils.set_random_seed(3)
+    model = _custom_model(scale_hidden=True)
+    ids, lengths = _texts([3, 5], 5, seed=7)
+    with pytest.raises(ValueError, match="differs from model"):
+        scanning.deletion_scores(model, ids, lengths, method="fast")
+
+
+@pytest.mark.parametrize("method", ["fast", "simple"])
+def test_empty_inputs(method):
+    model = _random_model(0)
+    got = scanning.deletion_scores(model, np.zeros([2, 4], np.int32), [0, 0], method=method)
+    assert [g.shape for g in got] == [(0,), (0,)]
+    assert scanning.deletion_scores(model, np.zeros([0, 4], np.int32), [], method=method) == []
+    assert [p.shape for p in scanning.prefix_scores(model, np.zeros([1, 3], np.int32), [0])] == [
+        (0,)
+    ]
+
+
+@pytest.mark.parametrize(
+    "ids, lengths, kwargs, message",
+    [
+        (np.ones([2, 3]), [1, 1], {"method": "exact"}, "Unknown method 'exact'"),
+        (np.ones([3], np.int32), [3], {}, r"must be \[num_texts, max_len\]"),
+        (np.ones([2, 3], np.float32), [1, 1], {}, "integer token ids"),
+        (np.ones([2, 3], np.int32), [1], {}, r"lengths must have shape \[num_texts\]"),
+        (np.ones([2, 3], np.int32), [1, 4], {}, r"lengths\[1\] = 4 is outside \[0, max_len = 3\]"),
+        (np.ones([2, 3], np.int32), [1, -1], {}, r"lengths\[1\] = -1"),
+        (np.array([[1, 30, 0]], np.int32), [2], {}, r"ids\[0, 1\] = 30 is not a token id"),
+        (np.array([[1, 0, 4]], np.int32), [3], {}, r"ids\[0, 1\] = 0 .*0 is padding"),
+        (np.ones([2, 3], np.int32), [1, 1], {"batch_size": 1}, "batch_size must be >= 2"),
+    ],
+)
+def test_bad_inputs_raise(ids, lengths, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        scanning.deletion_scores(_random_model(0), ids, lengths, **kwargs)
+
+
+def test_model_without_hidden_output_is_rejected():
+    model = models.probabilities_model(_random_model(0))
+    for method in scanning.METHODS:
+        with pytest.raises(ValueError, match="BKI needs"):
+            scanning.deletion_scores(model, np.ones([1, 2], np.int32), [2], method=method)
