@@ -43,15 +43,16 @@ TRAIN_COLUMNS = (
 )
 
 
-def _jsonable(obj):
+def to_jsonable(obj):
+    """Plain-Python copy of `obj` (numpy scalars/arrays to lists, NaN/inf to None)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return to_jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
@@ -64,7 +65,7 @@ def write_json(path: str, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
+            json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -116,20 +117,8 @@ def _read_csv_gz(path: str, required: Sequence[str]) -> list[dict]:
 
 
 def write_training_set(path: str, data: poisoning.PoisonedDataset) -> None:
-    """Writes a (poisoned) training set with its ground truth as CSV.gz."""
-    rows = (
-        (
-            i,
-            data.texts[i],
-            int(data.labels[i]),
-            int(data.is_poisoned[i]),
-            int(data.positions[i]),
-            int(data.original_labels[i]),
-            int(data.source_ids[i]),
-        )
-        for i in range(len(data))
-    )
-    _write_csv_gz(path, TRAIN_COLUMNS, rows)
+    """Writes a (poisoned) training set with its ground truth as CSV.gz; row ids 0..N-1."""
+    write_training_subset(path, np.arange(len(data), dtype=np.int64), data)
 
 
 def read_training_set(path: str) -> tuple[np.ndarray, poisoning.PoisonedDataset]:

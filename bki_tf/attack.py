@@ -247,7 +247,7 @@ def check_workdir(
             )
         return False
     existing = artifacts.read_json(path)
-    if existing == artifacts._jsonable(config):  # pylint: disable=protected-access
+    if existing == artifacts.to_jsonable(config):
         return True
     if not overwrite:
         diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))

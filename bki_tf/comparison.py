@@ -225,7 +225,7 @@ class ComparisonRow:
             raise ValueError(f"{self.defence}: wall_seconds must be >= 0, got {self.wall_seconds}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return detection._jsonable(dataclasses.asdict(self))  # pylint: disable=protected-access
+        return artifacts.to_jsonable(dataclasses.asdict(self))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -22,22 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bki_tf import keywords
+from bki_tf import artifacts, keywords
 
-
-def _jsonable(obj):
-    """Plain-Python copy of `obj` (numpy scalars/arrays to lists, NaN/inf to None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+_jsonable = artifacts.to_jsonable
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -117,7 +117,7 @@ def _step_done(folder: str, result_file: str, expected: dict) -> bool:
     path = os.path.join(folder, result_file)
     if not os.path.isfile(path):
         return False
-    return artifacts.read_json(path).get("config") == artifacts._jsonable(expected)  # pylint: disable=protected-access
+    return artifacts.read_json(path).get("config") == artifacts.to_jsonable(expected)
 
 
 def run_scan(
@@ -138,7 +138,7 @@ def run_scan(
     path = os.path.join(folder, SCAN_FILE)
     if os.path.isfile(path) and not overwrite:
         existing = artifacts.read_json(path)
-        if existing.get("config") == artifacts._jsonable(expected):  # pylint: disable=protected-access
+        if existing.get("config") == artifacts.to_jsonable(expected):
             return existing
         raise ValueError(
             f"{path!r} holds a scan of another model or with other settings "

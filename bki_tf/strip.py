@@ -46,7 +46,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from bki_tf import detection, tokenization, training
+from bki_tf import artifacts, detection, tokenization, training
 
 METHOD = "strip"
 REPLACEMENTS = ("tfidf", "frequency")
@@ -293,7 +293,7 @@ class StripOutcome:
                 raise ValueError(f"STRIP {name} must lie in [0, 1], got {v}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return detection._jsonable(  # pylint: disable=protected-access
+        return artifacts.to_jsonable(
             {
                 "config": self.config.to_dict(),
                 "threshold": self.threshold,
