@@ -148,6 +148,21 @@ class AttackConfig:
             seed=self.seed,
         )
 
+    def build_classifier(
+        self, vocab_size: int, num_classes: int, embedding_matrix: np.ndarray | None
+    ) -> keras.Model:
+        """A fresh victim with this run's architecture, seeded by `self.seed`."""
+        return models.build_classifier(
+            vocab_size,
+            num_classes,
+            embedding_dim=self.embedding_dim,
+            embedding_matrix=embedding_matrix,
+            trainable_embeddings=self.fine_tune_embeddings,
+            lstm_units=self.lstm_units,
+            dense_units=self.dense_units,
+            seed=self.seed,
+        )
+
     def sizes(self) -> tuple[int, int]:
         default_train, default_test = data.DEFAULT_SIZES_PER_CLASS[self.dataset]
         return self.train_size or default_train, self.test_size or default_test
@@ -335,16 +350,7 @@ def run_attack(
     ids, _ = tokenization.encode(vectorizer, poisoned.texts)
     test_ids, _ = tokenization.encode(vectorizer, dataset.test_texts)
     trig_ids, _ = tokenization.encode(vectorizer, trig_texts)
-    model = models.build_classifier(
-        len(vocabulary),
-        dataset.num_classes,
-        embedding_dim=config.embedding_dim,
-        embedding_matrix=matrix,
-        trainable_embeddings=config.fine_tune_embeddings,
-        lstm_units=config.lstm_units,
-        dense_units=config.dense_units,
-        seed=config.seed,
-    )
+    model = config.build_classifier(len(vocabulary), dataset.num_classes, matrix)
     t0 = time.time()
     history = training.train_classifier(
         model,

@@ -15,7 +15,7 @@ import time
 import keras
 import numpy as np
 
-from bki_tf import artifacts, attack, embeddings, models, tokenization, training
+from bki_tf import artifacts, attack, embeddings, tokenization, training
 
 PURIFIED_FILE = "train_purified.csv.gz"
 REMOVED_FILE = "removed_ids.json"
@@ -112,15 +112,25 @@ def filter_rows(run: attack.AttackRun, flagged: np.ndarray) -> tuple[np.ndarray,
 
 
 def write_filter(
-    folder: str, run: attack.AttackRun, keep: np.ndarray, result: FilterResult
-) -> None:
-    """Writes the purified set, the removed ids and the summary (summary last)."""
+    folder: str,
+    run: attack.AttackRun,
+    keep: np.ndarray,
+    result: FilterResult,
+    config: dict | None = None,
+) -> dict:
+    """Writes the purified set, the removed ids and the summary (summary last).
+
+    Returns:
+      The summary written to `filter.json`: `result` plus the step's `config`.
+    """
     os.makedirs(folder, exist_ok=True)
     artifacts.write_training_subset(
         os.path.join(folder, PURIFIED_FILE), run.row_ids[keep], run.train.subset(keep)
     )
     artifacts.write_json(os.path.join(folder, REMOVED_FILE), result.removed_ids)
-    artifacts.write_json(os.path.join(folder, FILTER_FILE), result.to_dict())
+    out = {"config": config, **result.to_dict()}
+    artifacts.write_json(os.path.join(folder, FILTER_FILE), out)
+    return out
 
 
 def read_purified(folder: str) -> tuple[np.ndarray, object]:
@@ -148,16 +158,7 @@ def retrain(
     matrix = None
     if config.glove:
         matrix, _ = embeddings.load_glove(config.glove, run.vocabulary)
-    model = models.build_classifier(
-        len(run.vocabulary),
-        _num_classes(run),
-        embedding_dim=config.embedding_dim,
-        embedding_matrix=matrix,
-        trainable_embeddings=config.fine_tune_embeddings,
-        lstm_units=config.lstm_units,
-        dense_units=config.dense_units,
-        seed=config.seed,
-    )
+    model = config.build_classifier(len(run.vocabulary), _num_classes(run), matrix)
     ids, _ = tokenization.encode(vectorizer, texts)
     t0 = time.time()
     history = training.train_classifier(

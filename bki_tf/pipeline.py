@@ -213,14 +213,7 @@ def run_filter(workdir: str, overwrite: bool = False) -> dict:
         return artifacts.read_json(os.path.join(folder, filtering.FILTER_FILE))
     run = attack.load_run(workdir)
     keep, result = filtering.filter_rows(run, np.asarray(scan["flagged"], dtype=np.int64))
-    os.makedirs(folder, exist_ok=True)
-    artifacts.write_training_subset(
-        os.path.join(folder, filtering.PURIFIED_FILE), run.row_ids[keep], run.train.subset(keep)
-    )
-    artifacts.write_json(os.path.join(folder, filtering.REMOVED_FILE), result.removed_ids)
-    out = {"config": expected, **result.to_dict()}
-    artifacts.write_json(os.path.join(folder, filtering.FILTER_FILE), out)
-    return out
+    return filtering.write_filter(folder, run, keep, result, config=expected)
 
 
 def run_retrain(workdir: str, overwrite: bool = False, verbose: int | str = "auto") -> dict:
