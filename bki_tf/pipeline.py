@@ -3,7 +3,10 @@
 Each step reads the previous step's files and writes its own folder, with its
 result file written last; a step whose result file exists (for the same
 config and the same victim) is skipped, so an interrupted pipeline resumes
-where it stopped. Reference: Chen & Dai, "Mitigating backdoor attacks in
+where it stopped. The paper variant uses `scan/`, `filter/`, `retrain/` and
+`report.{json,md}`; the refined variant the same names with a `_refined`
+suffix, so both can live beside one victim. Word-deletion scores depend on the
+victim alone: a scan reuses those of another variant's scan of the same model. Reference: Chen & Dai, "Mitigating backdoor attacks in
 LSTM-based text classification systems by Backdoor Keyword Identification",
 Neurocomputing 452 (2021), Algorithm 1 and Sec. 5.
 """
@@ -27,8 +30,6 @@ RETRAIN_DIR = "retrain"
 SCAN_FILE = "scan.json"
 SCAN_MD = "scan.md"
 SCORES_FILE = "scores.npz"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
 VARIANTS = ("paper", "refined")
 METHODS = ("fast", "simple")
 
@@ -76,6 +77,31 @@ class ScanConfig:
         d = self.to_dict()
         del d["batch_size"]
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Folder and file names of one BKI variant's steps inside a workdir."""
+
+    scan: str
+    filter: str
+    retrain: str
+    report_json: str
+    report_md: str
+
+
+def layout(variant: str) -> Layout:
+    """The step names of `variant`: plain for `paper`, suffixed `_<variant>` otherwise."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown BKI variant {variant!r}; choose one of {VARIANTS}.")
+    suffix = "" if variant == "paper" else f"_{variant}"
+    return Layout(
+        scan=SCAN_DIR + suffix,
+        filter=FILTER_DIR + suffix,
+        retrain=RETRAIN_DIR + suffix,
+        report_json=f"report{suffix}.json",
+        report_md=f"report{suffix}.md",
+    )
 
 
 def model_fingerprint(workdir: str) -> str:
@@ -127,14 +153,18 @@ def run_scan(
 
     Writes `scan/scan.json` (config, keyword, flagged rows, the dictionary and
     per-text suspicious words), `scan/scan.md` (top-20 dictionary entries) and
-    `scan/scores.npz` (every f_ij).
+    `scan/scores.npz` (every f_ij, and the local impacts of the refined variant);
+    `scan_refined/` for the refined variant. Deletion scores already computed by
+    the other variant's scan of the same victim with the same method are reused
+    (`deletion_scores_from` in scan.json names their folder).
 
     Returns:
       The content of scan.json.
     """
-    folder = os.path.join(workdir, SCAN_DIR)
+    folder = os.path.join(workdir, layout(config.variant).scan)
     run = attack.load_run(workdir)
-    expected = {**config.identity(), "model_sha256": model_fingerprint(workdir)}
+    fingerprint = model_fingerprint(workdir)
+    expected = {**config.identity(), "model_sha256": fingerprint}
     path = os.path.join(folder, SCAN_FILE)
     if os.path.isfile(path) and not overwrite:
         existing = artifacts.read_json(path)
@@ -148,21 +178,30 @@ def run_scan(
         raise ValueError(f"The training set in {workdir!r} is empty; nothing to scan.")
     ids, lengths = tokenization.encode(run.vectorizer(), run.train.texts)
     start = time.time()
-    bar = _Progress(len(ids), "BKI scan", progress)
-    try:
-        scores = scanning.deletion_scores(
-            run.model,
-            ids,
-            lengths,
-            method=config.method,
-            batch_size=config.batch_size,
-            progress=bar,
-        )
-    finally:
-        bar.close()
+    scores, source = _stored_deletion_scores(workdir, config, fingerprint, lengths)
+    if scores is None:
+        bar = _Progress(len(ids), "BKI scan", progress)
+        try:
+            scores = scanning.deletion_scores(
+                run.model,
+                ids,
+                lengths,
+                method=config.method,
+                batch_size=config.batch_size,
+                progress=bar,
+            )
+        finally:
+            bar.close()
+    deletion_seconds = time.time() - start
     local = None
     if config.variant == "refined":
-        local = scanning.prefix_scores(run.model, ids, lengths)
+        bar = _Progress(len(ids), "local impacts", progress)
+        try:
+            local = scanning.prefix_scores(
+                run.model, ids, lengths, batch_size=config.batch_size, progress=bar
+            )
+        finally:
+            bar.close()
     scan_seconds = time.time() - start
     token_ids = [ids[i, : lengths[i]] for i in range(len(ids))]
     result = keywords.identify_keyword(
@@ -178,8 +217,10 @@ def run_scan(
     )
     detection = keywords.evaluate_detection(result.flagged, run.train.is_poisoned)
     os.makedirs(folder, exist_ok=True)
-    flat = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-    np.savez_compressed(os.path.join(folder, SCORES_FILE), scores=flat, lengths=lengths)
+    arrays = {"scores": _flat(scores), "lengths": lengths}
+    if local is not None:
+        arrays["local_scores"] = _flat(local)
+    np.savez_compressed(os.path.join(folder, SCORES_FILE), **arrays)
     out = {
         "config": expected,
         "keyword": result.keyword,
@@ -188,26 +229,58 @@ def run_scan(
         "num_flagged": int(len(result.flagged)),
         "flagged": result.flagged,
         "detection": detection.to_dict(),
+        "deletion_scores_from": source,
+        "deletion_seconds": deletion_seconds,
         "scan_seconds": scan_seconds,
         "texts_per_second": len(ids) / max(scan_seconds, 1e-9),
         "batch_size": config.batch_size,
         "wall_seconds": time.time() - start,
         "result": result.to_dict(),
     }
+    reused = "" if source is None else f" (deletion scores reused from {source}/)"
     artifacts.write_text(
         os.path.join(folder, SCAN_MD),
         f"# BKI scan of {workdir}\n\n{result.summary()}\n\n"
-        f"Scan: {len(ids)} texts in {scan_seconds:.1f} s ({out['texts_per_second']:.1f} texts/s).\n\n"
+        f"Scan: {len(ids)} texts in {scan_seconds:.1f} s "
+        f"({out['texts_per_second']:.1f} texts/s){reused}.\n\n"
         f"Detection against ground truth: {detection.summary()}\n",
     )
     artifacts.write_json(path, out)
     return out
 
 
-def run_filter(workdir: str, overwrite: bool = False) -> dict:
+def _flat(scores: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def _stored_deletion_scores(
+    workdir: str, config: ScanConfig, fingerprint: str, lengths: np.ndarray
+) -> tuple[list[np.ndarray] | None, str | None]:
+    """Deletion scores of another variant's finished scan of the same victim, if any."""
+    for variant in VARIANTS:
+        if variant == config.variant:
+            continue
+        folder = layout(variant).scan
+        scan_path = os.path.join(workdir, folder, SCAN_FILE)
+        scores_path = os.path.join(workdir, folder, SCORES_FILE)
+        if not (os.path.isfile(scan_path) and os.path.isfile(scores_path)):
+            continue
+        other = artifacts.read_json(scan_path).get("config", {})
+        if other.get("model_sha256") != fingerprint or other.get("method") != config.method:
+            continue
+        with np.load(scores_path) as stored:
+            if not np.array_equal(stored["lengths"], lengths):
+                continue
+            flat = stored["scores"]
+        return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else [], folder
+    return None, None
+
+
+def run_filter(workdir: str, overwrite: bool = False, variant: str = "paper") -> dict:
     """Removes the scan's flagged rows; writes `filter/` (the input set is untouched)."""
-    scan = artifacts.read_json(os.path.join(workdir, SCAN_DIR, SCAN_FILE))
-    folder = os.path.join(workdir, FILTER_DIR)
+    names = layout(variant)
+    scan = artifacts.read_json(_require(workdir, names.scan, SCAN_FILE, "scan"))
+    folder = os.path.join(workdir, names.filter)
     expected = {"scan_config": scan["config"], "keyword": scan["keyword"]}
     if _step_done(folder, filtering.FILTER_FILE, expected) and not overwrite:
         return artifacts.read_json(os.path.join(folder, filtering.FILTER_FILE))
@@ -216,15 +289,18 @@ def run_filter(workdir: str, overwrite: bool = False) -> dict:
     return filtering.write_filter(folder, run, keep, result, config=expected)
 
 
-def run_retrain(workdir: str, overwrite: bool = False, verbose: int | str = "auto") -> dict:
+def run_retrain(
+    workdir: str, overwrite: bool = False, verbose: int | str = "auto", variant: str = "paper"
+) -> dict:
     """Retrains the victim's architecture on the purified set; writes `retrain/`."""
-    filt = artifacts.read_json(os.path.join(workdir, FILTER_DIR, filtering.FILTER_FILE))
-    folder = os.path.join(workdir, RETRAIN_DIR)
+    names = layout(variant)
+    filt = artifacts.read_json(_require(workdir, names.filter, filtering.FILTER_FILE, "filter"))
+    folder = os.path.join(workdir, names.retrain)
     expected = {"filter_config": filt["config"], "num_after": filt["num_after"]}
     if _step_done(folder, filtering.RETRAIN_METRICS_FILE, expected) and not overwrite:
         return artifacts.read_json(os.path.join(folder, filtering.RETRAIN_METRICS_FILE))
     run = attack.load_run(workdir)
-    _, purified = filtering.read_purified(os.path.join(workdir, FILTER_DIR))
+    _, purified = filtering.read_purified(os.path.join(workdir, names.filter))
     start = time.time()
     model, result = filtering.retrain(
         run, purified.texts, purified.labels, purified.num_poisoned, verbose=verbose
@@ -236,13 +312,25 @@ def run_retrain(workdir: str, overwrite: bool = False, verbose: int | str = "aut
     return out
 
 
-def make_report(workdir: str) -> dict:
-    """Collects the steps' figures into `report.json` and `report.md`."""
+def _require(workdir: str, folder: str, name: str, step: str) -> str:
+    path = os.path.join(workdir, folder, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path!r} does not exist: run the {step} step (experiments.{step}) on {workdir!r} first."
+        )
+    return path
+
+
+def make_report(workdir: str, variant: str = "paper") -> dict:
+    """Collects the steps' figures into `report.json` and `report.md` (`_refined` suffix)."""
+    names = layout(variant)
     config = artifacts.read_json(os.path.join(workdir, attack.CONFIG_FILE))
     metrics = artifacts.read_json(os.path.join(workdir, attack.METRICS_FILE))
-    scan = artifacts.read_json(os.path.join(workdir, SCAN_DIR, SCAN_FILE))
-    filt = artifacts.read_json(os.path.join(workdir, FILTER_DIR, filtering.FILTER_FILE))
-    ret = artifacts.read_json(os.path.join(workdir, RETRAIN_DIR, filtering.RETRAIN_METRICS_FILE))
+    scan = artifacts.read_json(_require(workdir, names.scan, SCAN_FILE, "scan"))
+    filt = artifacts.read_json(_require(workdir, names.filter, filtering.FILTER_FILE, "filter"))
+    ret = artifacts.read_json(
+        _require(workdir, names.retrain, filtering.RETRAIN_METRICS_FILE, "retrain")
+    )
     det = scan["detection"]
     trigger_words = set(tokenization.tokenize(config["trigger"]))
     keyword_words = set(str(scan["keyword"]).split())
@@ -254,6 +342,7 @@ def make_report(workdir: str) -> dict:
         "variant": scan["config"]["variant"],
         "p": scan["config"]["p"],
         "keyword": scan["keyword"],
+        "keyword_label": scan.get("keyword_label"),
         "keyword_in_trigger": bool(keyword_words) and keyword_words <= trigger_words,
         "precision": det["precision"],
         "recall": det["recall"],
@@ -270,8 +359,8 @@ def make_report(workdir: str) -> dict:
         "scan_seconds": scan["scan_seconds"],
         "retrain_seconds": ret["wall_seconds"],
     }
-    artifacts.write_json(os.path.join(workdir, REPORT_JSON), report)
-    artifacts.write_text(os.path.join(workdir, REPORT_MD), format_report(report))
+    artifacts.write_json(os.path.join(workdir, names.report_json), report)
+    artifacts.write_text(os.path.join(workdir, names.report_md), format_report(report))
     return report
 
 
@@ -318,15 +407,21 @@ def run_pipeline(
 ) -> dict:
     """attack -> scan -> filter -> retrain -> report, resuming completed steps.
 
+    `overwrite` redoes the attack and every variant's steps.
+
     Returns:
-      The report dict (also written to `report.json` / `report.md`).
+      The report dict (also written to `report.json` / `report.md`, with a
+      `_refined` suffix for the refined variant).
     """
     if overwrite:
-        for name in (SCAN_DIR, FILTER_DIR, RETRAIN_DIR):
-            if os.path.isdir(os.path.join(workdir, name)):
-                shutil.rmtree(os.path.join(workdir, name))
+        for variant in VARIANTS:
+            names = layout(variant)
+            for name in (names.scan, names.filter, names.retrain):
+                if os.path.isdir(os.path.join(workdir, name)):
+                    shutil.rmtree(os.path.join(workdir, name))
+    variant = scan_config.variant
     attack.run_attack(attack_config, workdir, overwrite=overwrite, verbose=verbose)
     run_scan(workdir, scan_config, overwrite=False, progress=bool(verbose))
-    run_filter(workdir)
-    run_retrain(workdir, verbose=verbose)
-    return make_report(workdir)
+    run_filter(workdir, variant=variant)
+    run_retrain(workdir, verbose=verbose, variant=variant)
+    return make_report(workdir, variant=variant)

@@ -110,12 +110,17 @@ def run_grid(
             config, scan_config, os.path.join(workdir, cell.name), verbose=verbose
         )
         reports.append({"cell": cell.name, "clean_run": cell.trigger is None, **report})
-        write_tables(reports, workdir)
+        write_tables(reports, workdir, variant=scan_config.variant)
     return reports
 
 
 def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
+
+
+def _keyword(report: dict) -> str:
+    label = report.get("keyword_label")
+    return f"`{report['keyword']}`" + ("" if label is None else f" ({label})")
 
 
 def _paper(dataset: str, trigger: str | None, key: str) -> str:
@@ -125,8 +130,16 @@ def _paper(dataset: str, trigger: str | None, key: str) -> str:
     return f"{row[key]:.2f}"
 
 
-def write_tables(reports: list[dict], workdir: str) -> None:
-    """Writes `tables.md` and `tables.json` (Tables 2 and 3 with the paper's figures)."""
+def tables_name(variant: str) -> str:
+    """File stem of a variant's tables: `tables` (paper) or `tables_<variant>`."""
+    return "tables" if variant == "paper" else f"tables_{variant}"
+
+
+def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> None:
+    """Writes `tables.md` and `tables.json` (Tables 2 and 3 with the paper's figures).
+
+    The refined variant's tables go to `tables_refined.{md,json}`.
+    """
     t2 = [
         "## Table 2: the attack",
         "",
@@ -134,7 +147,7 @@ def write_tables(reports: list[dict], workdir: str) -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     t3 = [
-        "## Table 3: BKI",
+        f"## Table 3: BKI ({variant} variant)",
         "",
         "| dataset | trigger | keyword | precision % | recall % | removed | ASR after % | accuracy after % |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -148,7 +161,7 @@ def write_tables(reports: list[dict], workdir: str) -> None:
             f"{_pct(r['accuracy_before'])} ({_paper(r['dataset'], trig, 'accuracy')}) |"
         )
         t3.append(
-            f"| {r['dataset']} | {shown} | `{r['keyword']}` | "
+            f"| {r['dataset']} | {shown} | {_keyword(r)} | "
             f"{_pct(r['precision']) if trig else '—'} | {_pct(r['recall']) if trig else '—'} | "
             f"{r['removed']} ({_pct(r['removed_share'])} %) | "
             f"{_pct(r['asr_after']) if trig else '—'} | {_pct(r['accuracy_after'])} |"
@@ -162,11 +175,13 @@ def write_tables(reports: list[dict], workdir: str) -> None:
         "texts BKI removes from an unpoisoned training set and the accuracy after retraining.",
     ]
     artifacts.write_text(
-        os.path.join(workdir, "tables.md"), "\n".join(t2 + [""] + t3 + notes) + "\n"
+        os.path.join(workdir, tables_name(variant) + ".md"),
+        "\n".join(t2 + [""] + t3 + notes) + "\n",
     )
     artifacts.write_json(
-        os.path.join(workdir, "tables.json"),
+        os.path.join(workdir, tables_name(variant) + ".json"),
         {
+            "variant": variant,
             "rows": reports,
             "paper_table2": [
                 {"dataset": k[0], "trigger": k[1], **v} for k, v in PAPER_TABLE2.items()

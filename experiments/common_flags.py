@@ -119,6 +119,17 @@ def attack_config(holders: dict) -> attack.AttackConfig:
     return attack.AttackConfig.for_dataset(values.pop("dataset"), **values)
 
 
+def define_variant_flag():
+    """--variant: which BKI variant's scan/filter/retrain folders a step uses."""
+    from bki_tf import pipeline  # pylint: disable=import-outside-toplevel
+
+    return define.DEFINE_enum(
+        "variant", pipeline.ScanConfig.variant, list(pipeline.VARIANTS),
+        "paper: Algorithm 1 of the BKI paper; refined: the authors' public code "
+        "(its steps use scan_refined/, filter_refined/, retrain_refined/).",
+    )  # fmt: skip
+
+
 def define_scan_flags() -> dict:
     """The BKI scan's flags; returns their FlagHolders by ScanConfig field."""
     from bki_tf import pipeline  # pylint: disable=import-outside-toplevel
@@ -126,10 +137,7 @@ def define_scan_flags() -> dict:
     d = pipeline.ScanConfig
     return {
         "p": define.DEFINE_integer("p", d.p, "Suspicious words kept per text (paper: 5)."),
-        "variant": define.DEFINE_enum(
-            "variant", d.variant, list(pipeline.VARIANTS),
-            "paper: Algorithm 1 of the BKI paper; refined: the authors' public code.",
-        ),
+        "variant": define_variant_flag(),
         "method": define.DEFINE_enum(
             "method", d.method, list(pipeline.METHODS),
             "fast: exact scorer with LSTM state reuse; simple: compiled deletion variants.",

@@ -4,7 +4,9 @@ r"""The BKI paper's grid: six triggers x {IMDB, DBpedia} + clean runs; resumes.
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz --workdir=runs/reproduce
 
 Writes one pipeline workdir per cell and tables.md / tables.json (Tables 2
-and 3 in the paper's columns, beside its figures). Hours on 2 CPU cores.
+and 3 in the paper's columns, beside its figures; tables_refined.* with
+--variant=refined, which reuses the paper variant's deletion scores of each
+cell). Hours on 2 CPU cores.
 """
 
 import dataclasses
@@ -63,7 +65,8 @@ def main(argv):
         _WORKDIR.value,
         verbose=common_flags.keras_verbosity(),
     )
-    print(open(os.path.join(_WORKDIR.value, "tables.md"), encoding="utf-8").read())
+    name = reproduction.tables_name(_SCAN["variant"].value) + ".md"
+    print(open(os.path.join(_WORKDIR.value, name), encoding="utf-8").read())
     print(f"{len(reports)} runs done.")
 
 

@@ -243,12 +243,66 @@ def test_scan_config_errors(kwargs, match):
         pipeline.ScanConfig(**kwargs)
 
 
-def test_refined_variant_scan(copy):
-    out = pipeline.run_scan(
-        copy, pipeline.ScanConfig(p=3, variant="refined", alpha=0.5), overwrite=True, progress=False
+def test_refined_variant_runs_beside_the_paper_one_and_reuses_its_scores(
+    copy, tiny_imdb_dir, monkeypatch
+):
+    from bki_tf import keywords, tokenization
+
+    paper_report = artifacts.read_json(os.path.join(copy, "report.json"))
+    paper_scan = os.path.join(copy, "scan/scan.json")
+    before = _sha(paper_scan)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("deletion scores were recomputed")
+
+    monkeypatch.setattr(scanning, "deletion_scores", must_not_run)
+    config = pipeline.ScanConfig(p=3, variant="refined", alpha=0.5)
+    report = pipeline.run_pipeline(_config(tiny_imdb_dir), config, copy, verbose=0)
+    for rel in (
+        "scan_refined/scan.json",
+        "scan_refined/scores.npz",
+        "filter_refined/filter.json",
+        "retrain_refined/metrics.json",
+        "report_refined.json",
+        "report_refined.md",
+    ):
+        assert os.path.exists(os.path.join(copy, rel)), rel
+    # The paper variant's files are untouched.
+    assert _sha(paper_scan) == before
+    assert artifacts.read_json(os.path.join(copy, "report.json")) == paper_report
+    scan = artifacts.read_json(os.path.join(copy, "scan_refined/scan.json"))
+    assert scan["deletion_scores_from"] == "scan"
+    assert report["variant"] == "refined" and report["keyword"] == scan["keyword"]
+    assert report["keyword_label"] == scan["keyword_label"] is not None
+    # Independent recomputation: stored paper scores + fresh local impacts.
+    run = attack.load_run(copy)
+    ids, lengths = tokenization.encode(run.vectorizer(), run.train.texts)
+    stored = np.load(os.path.join(copy, "scan/scores.npz"))
+    scores = np.split(stored["scores"], np.cumsum(lengths)[:-1])
+    local = scanning.prefix_scores(run.model, ids, lengths)
+    expected = keywords.identify_keyword(
+        [ids[i, : lengths[i]] for i in range(len(ids))],
+        scores,
+        run.vocabulary,
+        p=3,
+        variant="refined",
+        labels=run.train.labels,
+        local_scores=local,
+        alpha=0.5,
     )
-    assert out["config"]["variant"] == "refined"
-    assert out["keyword_label"] is not None
+    assert scan["keyword"] == expected.keyword
+    assert scan["flagged"] == [int(i) for i in expected.flagged]
+    removed = artifacts.read_json(os.path.join(copy, "filter_refined/removed_ids.json"))
+    assert removed == sorted(int(run.row_ids[i]) for i in expected.flagged)
+
+
+def test_filter_and_retrain_without_their_inputs_say_which_step_to_run(copy):
+    with pytest.raises(FileNotFoundError, match="run the scan step"):
+        pipeline.run_filter(copy, variant="refined")
+    with pytest.raises(FileNotFoundError, match="run the filter step"):
+        pipeline.run_retrain(copy, variant="refined")
+    with pytest.raises(ValueError, match="Unknown BKI variant 'best'"):
+        pipeline.run_filter(copy, variant="best")
 
 
 def test_scan_filter_retrain_binaries(copy):
