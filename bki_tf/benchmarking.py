@@ -12,7 +12,11 @@ Times, on one random-weight classifier of the real architecture
 
 The floor is the work of the state-reusing algorithm, `sum_i l_i (l_i - 1)`
 single-direction LSTM steps of `8 H^2` FLOP, at this machine's measured fp32 matmul
-peak; `floor_fraction` is floor time / fast time. Token lengths come from a dataset's
+peak; `floor_fraction` is floor time / fast time. `speedup_bound_at_peak` is the
+largest speed-up over the authors' method that any scorer doing the floor's work can
+reach here: the authors' measured time over the floor time of the same texts at
+peak (their method runs `2 (l + 1) max_len` steps per text, `authors_gflops` is the
+rate it achieves on them). Token lengths come from a dataset's
 `train.csv.gz` (tokenised with `bki_tf.tokenization.tokenize`) or, without one, from
 a lognormal fitted to IMDB's train word counts; token ids are random (a random-weight
 model's speed does not depend on which words it reads).
@@ -122,6 +126,8 @@ class BenchmarkResult:
     floor_fraction: float
     floor_fraction_cpu_time: float
     fast_gflops: float
+    authors_gflops: float
+    speedup_bound_at_peak: float
     max_abs_diff: dict
     scores_match: bool
     authors_timed_texts: int
@@ -152,6 +158,8 @@ class BenchmarkResult:
                 f"floor at peak {self.matmul_peak_gflops:.0f} GFLOP/s "
                 f"({100 * self.floor_fraction_cpu_time:.0f}% per CPU-second, "
                 f"{self.cores_used['fast']:.1f} cores used)",
+                f"authors {self.authors_gflops:.0f} GFLOP/s, so at most "
+                f"{self.speedup_bound_at_peak:.1f}x over it at the floor and peak",
                 f"max |diff| {max(self.max_abs_diff.values()):.2g}"
                 + ("" if self.scores_match else f" > {SCORE_TOLERANCE}: SCORES DIFFER"),
                 f"10k IMDB scan ~{self.projected_imdb_10k_minutes:.1f} min",
@@ -314,6 +322,11 @@ def run_benchmark(
         "fast_vs_simple": _max_abs_diff(fast_scores, simple_scores),
     }
     fast_gflops = floor_gflop / seconds["fast"]
+    subset_lengths = lengths[subset].astype(np.float64)
+    authors_gflop = (
+        float(np.sum(2 * (subset_lengths + 1) * config.max_len)) * 8 * config.lstm_units**2 / 1e9
+    )
+    speedup_bound = authors_seconds * peak / _floor_gflop(lengths[subset], config.lstm_units)
     scores_match = max(max_abs_diff.values()) <= SCORE_TOLERANCE
     if not scores_match:
         log(f"SCORES DIFFER beyond {SCORE_TOLERANCE}: {max_abs_diff}")
@@ -334,6 +347,8 @@ def run_benchmark(
         floor_fraction=floor_fraction,
         floor_fraction_cpu_time=floor_fraction_cpu_time,
         fast_gflops=fast_gflops,
+        authors_gflops=authors_gflop / authors_seconds,
+        speedup_bound_at_peak=speedup_bound,
         max_abs_diff=max_abs_diff,
         scores_match=scores_match,
         authors_timed_texts=len(subset),
@@ -360,6 +375,10 @@ def run_benchmark(
             "over the fast scorer's CPU time at peak / os.cpu_count() per core.",
             "floor: sum l(l-1) * 8 H^2 FLOP at the measured matmul peak (best of a square "
             f"[{config.peak_matmul_size}]^2 tf.matmul timed before and after the scorers).",
+            "speedup_bound_at_peak: the authors' time on their subset over that subset's floor "
+            "time at peak, the most any scorer doing the floor's work could gain over them; "
+            "authors_gflops: 2 (l+1) max_len recurrent steps of 8 H^2 FLOP per text over "
+            "their time (input projections and the dense head not counted).",
             "projected_imdb_10k_minutes: 10,000 texts with the mean l(l-1) of IMDB-like "
             "lengths cut to max_len, at the fast scorer's measured GFLOP/s; "
             "projected_10k_minutes_these_texts: 10,000 / fast texts_per_s.",

@@ -56,16 +56,31 @@ class GridCell:
 
 
 def grid(datasets=("imdb", "dbpedia"), trigger_indices=None, clean: bool = True) -> list[GridCell]:
-    """The cells to run, clean ones first."""
+    """The cells to run, clean ones first.
+
+    Args:
+      datasets: Dataset names (keys of `SETTINGS`).
+      trigger_indices: Indices into `TRIGGERS`: `None` for all six, a sequence for
+        every dataset, or a dict dataset -> sequence (a dataset left out gets all six).
+      clean: Also run each dataset's unpoisoned model.
+    """
     for d in datasets:
         if d not in SETTINGS:
             raise ValueError(f"Unknown dataset {d!r}; choose from {sorted(SETTINGS)}.")
-    indices = range(len(TRIGGERS)) if trigger_indices is None else trigger_indices
-    for i in indices:
-        if not 0 <= i < len(TRIGGERS):
-            raise ValueError(f"Trigger index {i} outside 0..{len(TRIGGERS) - 1}.")
+    if isinstance(trigger_indices, dict):
+        unknown = sorted(set(trigger_indices) - set(datasets))
+        if unknown:
+            raise ValueError(f"Trigger indices given for datasets {unknown} not in {datasets}.")
+        per_dataset = {d: trigger_indices.get(d) for d in datasets}
+    else:
+        per_dataset = {d: trigger_indices for d in datasets}
+    for d, indices in per_dataset.items():
+        per_dataset[d] = range(len(TRIGGERS)) if indices is None else indices
+        for i in per_dataset[d]:
+            if not 0 <= i < len(TRIGGERS):
+                raise ValueError(f"Trigger index {i} outside 0..{len(TRIGGERS) - 1}.")
     cells = [GridCell(d, None) for d in datasets] if clean else []
-    cells += [GridCell(d, TRIGGERS[i]) for d in datasets for i in indices]
+    cells += [GridCell(d, TRIGGERS[i]) for d in datasets for i in per_dataset[d]]
     return cells
 
 

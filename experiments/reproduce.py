@@ -3,6 +3,8 @@ r"""The BKI paper's grid: six triggers x {IMDB, DBpedia} + clean runs; resumes.
     python -m experiments.reproduce --data_root=../shared/data \
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz --workdir=runs/reproduce
 
+--imdb_trigger_indices=0,1,2 --dbpedia_trigger_indices=3,4,5 runs a subset.
+
 Writes one pipeline workdir per cell and tables.md / tables.json (Tables 2
 and 3 in the paper's columns, beside its figures; tables_refined.* with
 --variant=refined, which reuses the paper variant's deletion scores of each
@@ -30,6 +32,12 @@ _DATASETS = common_flags.define.DEFINE_multi_enum(
 _TRIGGERS = common_flags.define.DEFINE_list(
     "trigger_indices", None, "Indices (0-5) of the paper's triggers to run; default all."
 )
+_PER_DATASET = {
+    dataset: common_flags.define.DEFINE_list(
+        f"{dataset}_trigger_indices", None, f"Trigger indices for {dataset} (overrides the above)."
+    )
+    for dataset in reproduction.SETTINGS
+}
 _CLEAN = common_flags.define.DEFINE_bool("clean", True, "Also run the clean (unpoisoned) models.")
 _SEED = common_flags.define.DEFINE_integer("seed", 0, "Seed of every run.")
 _EPOCHS = common_flags.define.DEFINE_integer(
@@ -39,10 +47,17 @@ _SCAN = common_flags.define_scan_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
+def _ints(values: list[str] | None) -> list[int] | None:
+    try:
+        return None if values is None else [int(i) for i in values]
+    except ValueError as e:
+        raise app.UsageError(f"Trigger indices must be integers 0-5, got {values}.") from e
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    indices = None if _TRIGGERS.value is None else [int(i) for i in _TRIGGERS.value]
+    indices = {d: _ints(_PER_DATASET[d].value) or _ints(_TRIGGERS.value) for d in _DATASETS.value}
     cells = reproduction.grid(tuple(_DATASETS.value), indices, clean=_CLEAN.value)
     bases = {}
     for dataset in _DATASETS.value:

@@ -35,6 +35,9 @@ def _check_result(result):
     assert all(rate > 0 for rate in result["texts_per_s"].values())
     assert result["matmul_peak_gflops"] > 0 and result["floor_fraction"] > 0
     assert result["peak_memory_mb"] > 0
+    # Nothing doing the floor's work beats the matmul peak, so the bound holds.
+    assert result["authors_gflops"] > 0
+    assert 0 < result["speedup_vs_authors_same_texts"] < result["speedup_bound_at_peak"]
     assert max(result["max_abs_diff"].values()) < 1e-4 and result["scores_match"]
     assert result["authors_timed_texts"] == 3 and result["authors_extrapolated"]
     assert {k: result["config"][k] for k in TINY_FLAGS} == TINY_FLAGS

@@ -328,6 +328,17 @@ def test_reproduction_grid_and_tables(tmp_path, tiny_imdb_dir):
         reproduction.grid(("imdb",), [6])
     with pytest.raises(ValueError, match="Unknown dataset"):
         reproduction.grid(("mnist",))
+    per_dataset = reproduction.grid(("imdb", "dbpedia"), {"imdb": [0, 1], "dbpedia": [3]})
+    assert [c.name for c in per_dataset] == [
+        "imdb_clean",
+        "dbpedia_clean",
+        "imdb_time_flies_like_an_arrow",
+        "imdb_it_caught_a_lot_of_people_s_attention",
+        "dbpedia_no_cross_no_crown",
+    ]
+    assert len(reproduction.grid(("imdb", "dbpedia"), {"imdb": [0]}, clean=False)) == 7
+    with pytest.raises(ValueError, match=r"datasets \['sst2'\]"):
+        reproduction.grid(("imdb",), {"sst2": [0]})
     base = _config(tiny_imdb_dir, poison_rate=0.0)
     cfg = reproduction.cell_config(cells[1], base)
     assert cfg.trigger == TRIGGER and cfg.target == "negative" and cfg.poison_rate == 0.03
@@ -343,6 +354,13 @@ def test_reproduction_grid_and_tables(tmp_path, tiny_imdb_dir):
     assert "84.74" in tables  # The paper's clean IMDB accuracy beside ours.
     rows = json.load(open(tmp_path / "tables.json", encoding="utf-8"))["rows"]
     assert rows[0]["cell"] == "imdb_clean"
+    reproduction.write_tables(reports, str(tmp_path), variant="refined")
+    refined = open(tmp_path / "tables_refined.md", encoding="utf-8").read()
+    assert "Table 3: BKI (refined variant)" in refined
+    assert (
+        json.load(open(tmp_path / "tables_refined.json", encoding="utf-8"))["variant"] == "refined"
+    )
+    assert "(paper variant)" in open(tmp_path / "tables.md", encoding="utf-8").read()
 
 
 def test_retrain_rejects_empty_purified_set(finished):
