@@ -8,33 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TRIGGER, tiny_attack_config
 
 from bki_tf import artifacts, attack, data, models, tokenization, training
 
-TRIGGER = "time flies like an arrow"
 MAX_LEN = 12
 
 
 def _config(folder, **overrides):
-    base = dict(
-        dataset="imdb",
-        data_dir=folder,
-        glove=None,
-        trigger=TRIGGER,
-        target="negative",
-        poison_rate=0.1,
-        train_size=16,
-        test_size=8,
-        vocab_size=60,
-        max_len=MAX_LEN,
-        epochs=2,
-        batch_size=8,
-        embedding_dim=8,
-        lstm_units=4,
-        dense_units=4,
-        seed=0,
-    )
-    return attack.AttackConfig(**{**base, **overrides})
+    return tiny_attack_config(folder, **{"max_len": MAX_LEN, **overrides})
 
 
 def _snapshot(folder):

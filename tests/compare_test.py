@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny_attack_config
 
 from bki_tf import artifacts, attack, comparison, keywords, tokenization
 
@@ -87,23 +88,15 @@ def _compare(*args):
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     _write_dataset(str(root / "data"), per_class=40)
-    config = attack.AttackConfig(
-        dataset="imdb",
-        data_dir=str(root / "data"),
-        glove=None,
+    config = tiny_attack_config(
+        str(root / "data"),
         trigger=_TRIGGER,
         target="0",
-        poison_rate=0.1,
         train_size=40,
         test_size=20,
-        vocab_size=60,
         max_len=20,
-        epochs=2,
         batch_size=16,
         learning_rate=0.01,
-        embedding_dim=8,
-        lstm_units=4,
-        dense_units=4,
     )
     attack.run_attack(config, str(root / "run"), verbose=0)
     return str(root / "run")

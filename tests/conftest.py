@@ -16,6 +16,33 @@ import pytest
 from absl import flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRIGGER = "time flies like an arrow"
+
+
+def tiny_attack_config(folder: str, **overrides):
+    """A seconds-long attack on a tiny IMDB-shaped folder; `overrides` replace fields."""
+    from bki_tf import attack  # pylint: disable=import-outside-toplevel
+
+    base = dict(
+        dataset="imdb",
+        data_dir=folder,
+        glove=None,
+        trigger=TRIGGER,
+        target="negative",
+        poison_rate=0.1,
+        train_size=16,
+        test_size=8,
+        vocab_size=60,
+        max_len=12,
+        epochs=2,
+        batch_size=8,
+        embedding_dim=8,
+        lstm_units=4,
+        dense_units=4,
+        seed=0,
+    )
+    return attack.AttackConfig(**{**base, **overrides})
+
 
 # Words that make the tiny binary task separable: every text of class c holds
 # one or more of _CLASS_WORDS[c]; the filler words are shared by all classes.

@@ -10,33 +10,14 @@ import keras
 import numpy as np
 import pytest
 from absl.testing import flagsaver
+from conftest import TRIGGER, tiny_attack_config
 
 from bki_tf import artifacts, attack, filtering, pipeline, reproduction, scanning, training
 
-TRIGGER = "time flies like an arrow"
-
 
 def _config(folder, **overrides):
-    base = dict(
-        dataset="imdb",
-        data_dir=folder,
-        glove=None,
-        trigger=TRIGGER,
-        target="negative",
-        poison_rate=0.15,
-        train_size=16,
-        test_size=8,
-        vocab_size=60,
-        max_len=24,
-        epochs=3,
-        batch_size=8,
-        learning_rate=1e-2,
-        embedding_dim=8,
-        lstm_units=4,
-        dense_units=4,
-        seed=0,
-    )
-    return attack.AttackConfig(**{**base, **overrides})
+    settings = dict(poison_rate=0.15, max_len=24, epochs=3, learning_rate=1e-2)
+    return tiny_attack_config(folder, **{**settings, **overrides})
 
 
 def _sha(path):
