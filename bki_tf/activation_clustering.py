@@ -136,24 +136,14 @@ def detect(
       the class was judged poisoned.
     """
     config = config or ActivationClusteringConfig()
-    reps, cls = detection.check_representations(representations, classes, METHOD)
-    scores = np.zeros(len(reps))
-    is_poison = np.zeros(len(reps), dtype=bool)
-    per_class = {}
-    for c in np.unique(cls):
-        rows = np.flatnonzero(cls == c)
-        rng = np.random.default_rng([config.seed, int(c)])
-        stats, class_scores, in_small = _analyse_class(reps[rows], config, rng)
-        scores[rows] = class_scores
-        if stats["poisoned"]:
-            is_poison[rows[in_small]] = True
-        per_class[str(int(c))] = stats
-    return detection.DetectionResult(
-        method=METHOD,
-        scores=scores,
-        is_poison=is_poison,
-        report={"config": config.to_dict(), "classes": per_class},
-    )
+
+    def analyse(x: np.ndarray, c: int):
+        rng = np.random.default_rng([config.seed, c])
+        stats, class_scores, in_small = _analyse_class(x, config, rng)
+        flagged = np.flatnonzero(in_small) if stats["poisoned"] else np.zeros(0, np.int64)
+        return class_scores, flagged, stats
+
+    return detection.detect_per_class(representations, classes, METHOD, analyse, config.to_dict())
 
 
 def _analyse_class(x: np.ndarray, config: ActivationClusteringConfig, rng: np.random.Generator):

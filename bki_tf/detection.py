@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,43 @@ def check_representations(
     if cls.min() < 0:
         raise ValueError(f"{method}: classes must be >= 0, got {int(cls.min())}.")
     return reps, cls.astype(np.int64)
+
+
+def detect_per_class(
+    representations: np.ndarray,
+    classes: np.ndarray,
+    method: str,
+    analyse: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, dict]],
+    config: dict,
+) -> DetectionResult:
+    """Runs a per-class detector (AC, SS) over every class present.
+
+    Args:
+      representations, classes: As `check_representations` (validated here).
+      method: Detector name.
+      analyse: `(class_representations [n, D], class) -> (scores [n], flagged rows
+        (indices into the class's rows), stats dict)`.
+      config: The detector's settings, stored in the report.
+
+    Returns:
+      A `DetectionResult` whose `report["classes"]` maps each class to its stats.
+    """
+    reps, cls = check_representations(representations, classes, method)
+    scores = np.zeros(len(reps))
+    is_poison = np.zeros(len(reps), dtype=bool)
+    per_class = {}
+    for c in np.unique(cls):
+        rows = np.flatnonzero(cls == c)
+        class_scores, flagged, stats = analyse(reps[rows], int(c))
+        scores[rows] = class_scores
+        is_poison[rows[flagged]] = True
+        per_class[str(int(c))] = stats
+    return DetectionResult(
+        method=method,
+        scores=scores,
+        is_poison=is_poison,
+        report={"config": config, "classes": per_class},
+    )
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:

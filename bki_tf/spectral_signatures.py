@@ -103,28 +103,20 @@ def detect(
       removed, the top singular value and the score cut-off.
     """
     config = config or SpectralSignaturesConfig()
-    reps, cls = detection.check_representations(representations, classes, METHOD)
-    scores = np.zeros(len(reps))
-    is_poison = np.zeros(len(reps), dtype=bool)
-    per_class = {}
-    for c in np.unique(cls):
-        rows = np.flatnonzero(cls == c)
-        tau = outlier_scores(reps[rows])
-        n = len(rows)
+
+    def analyse(x: np.ndarray, c: int):
+        del c  # Every class is treated alike.
+        tau = outlier_scores(x)
+        n = len(x)
         k = min(n, int(round(config.eps_multiplier * config.poison_rate_bound * n)))
         mean_tau = float(tau.mean())
-        scores[rows] = tau / mean_tau if mean_tau > 0 else 0.0
         order = np.lexsort((np.arange(n), -tau))  # Score descending, earlier first.
-        is_poison[rows[order[:k]]] = True
-        per_class[str(int(c))] = {
+        stats = {
             "size": n,
             "removed": k,
             "top_singular_value": float(np.sqrt(tau.sum())),
             "cutoff_score": float(tau[order[k - 1]]) if k else None,
         }
-    return detection.DetectionResult(
-        method=METHOD,
-        scores=scores,
-        is_poison=is_poison,
-        report={"config": config.to_dict(), "classes": per_class},
-    )
+        return (tau / mean_tau if mean_tau > 0 else np.zeros(n)), order[:k], stats
+
+    return detection.detect_per_class(representations, classes, METHOD, analyse, config.to_dict())
