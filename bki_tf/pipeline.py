@@ -343,6 +343,7 @@ def make_report(workdir: str, variant: str = "paper") -> dict:
         "p": scan["config"]["p"],
         "keyword": scan["keyword"],
         "keyword_label": scan.get("keyword_label"),
+        "keyword_label_name": _label_name(scan.get("keyword_label"), metrics),
         "keyword_in_trigger": bool(keyword_words) and keyword_words <= trigger_words,
         "precision": det["precision"],
         "recall": det["recall"],
@@ -364,10 +365,23 @@ def make_report(workdir: str, variant: str = "paper") -> dict:
     return report
 
 
+def _label_name(label: int | None, metrics: dict) -> str | None:
+    """The target's name for the target label (the usual case), else the label index."""
+    if label is None:
+        return None
+    return metrics["target_name"] if label == metrics["target"] else str(label)
+
+
 def _pct(x) -> str:
     return (
         "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{100 * x:.2f} %"
     )
+
+
+def _keyword_cell(r: dict) -> str:
+    label = r.get("keyword_label_name")
+    cell = f"`{r['keyword']}`" + ("" if label is None else f" (label {label})")
+    return cell + (", a trigger word" if r["keyword_in_trigger"] else "")
 
 
 def format_report(r: dict) -> str:
@@ -379,7 +393,7 @@ def format_report(r: dict) -> str:
         ("poisoning rate", _pct(r["poison_rate"])),
         ("poisoned / train", f"{r['num_poisoned']} / {r['num_train']}"),
         ("BKI variant, p", f"{r['variant']}, {r['p']}"),
-        ("keyword", f"`{r['keyword']}`" + (" (a trigger word)" if r["keyword_in_trigger"] else "")),
+        ("keyword", _keyword_cell(r)),
         ("removed", f"{r['removed']} ({_pct(r['removed_share'])})"),
         ("precision", _pct(r["precision"])),
         ("recall", _pct(r["recall"])),

@@ -134,7 +134,7 @@ def _pct(x) -> str:
 
 
 def _keyword(report: dict) -> str:
-    label = report.get("keyword_label")
+    label = report.get("keyword_label_name", report.get("keyword_label"))
     return f"`{report['keyword']}`" + ("" if label is None else f" ({label})")
 
 

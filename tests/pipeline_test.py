@@ -257,6 +257,12 @@ def test_refined_variant_runs_beside_the_paper_one_and_reuses_its_scores(
     assert report["keyword_label"] == scan["keyword_label"] is not None
     # Independent recomputation: stored paper scores + fresh local impacts.
     run = attack.load_run(copy)
+    label = scan["keyword_label"]
+    name = run.metrics.target_name if label == run.metrics.target else str(label)
+    assert report["keyword_label_name"] == name
+    assert (
+        f"(label {name})" in open(os.path.join(copy, "report_refined.md"), encoding="utf-8").read()
+    )
     ids, lengths = tokenization.encode(run.vectorizer(), run.train.texts)
     stored = np.load(os.path.join(copy, "scan/scores.npz"))
     scores = np.split(stored["scores"], np.cumsum(lengths)[:-1])
