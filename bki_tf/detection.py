@@ -25,8 +25,6 @@ import numpy as np
 
 from bki_tf import artifacts, keywords
 
-_jsonable = artifacts.to_jsonable
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DetectionResult:
@@ -71,7 +69,7 @@ class DetectionResult:
             raise ValueError(f"{self.method}: report must be a dict, got {type(self.report)}.")
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "is_poison", is_poison.astype(bool))
-        object.__setattr__(self, "report", _jsonable(self.report))
+        object.__setattr__(self, "report", artifacts.to_jsonable(self.report))
 
     @property
     def num_samples(self) -> int:
@@ -265,7 +263,7 @@ class DetectionEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; NaN becomes `None`."""
-        return _jsonable(dataclasses.asdict(self))
+        return artifacts.to_jsonable(dataclasses.asdict(self))
 
     def summary(self) -> str:
         def fmt(v: float) -> str:
@@ -343,7 +341,7 @@ class SanitizerOutcome:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["evaluation"] = self.evaluation.to_dict()
-        return _jsonable(d)
+        return artifacts.to_jsonable(d)
 
     def summary(self) -> str:
         after = (

@@ -6,9 +6,11 @@ config and the same victim) is skipped, so an interrupted pipeline resumes
 where it stopped. The paper variant uses `scan/`, `filter/`, `retrain/` and
 `report.{json,md}`; the refined variant the same names with a `_refined`
 suffix, so both can live beside one victim. Word-deletion scores depend on the
-victim alone: a scan reuses those of another variant's scan of the same model. Reference: Chen & Dai, "Mitigating backdoor attacks in
-LSTM-based text classification systems by Backdoor Keyword Identification",
-Neurocomputing 452 (2021), Algorithm 1 and Sec. 5.
+victim alone: a scan reuses those of another variant's scan of the same model.
+
+Reference: Chen & Dai, "Mitigating backdoor attacks in LSTM-based text
+classification systems by Backdoor Keyword Identification", Neurocomputing 452
+(2021), Algorithm 1 and Sec. 5.
 """
 
 from __future__ import annotations

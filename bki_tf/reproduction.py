@@ -71,14 +71,18 @@ def grid(datasets=("imdb", "dbpedia"), trigger_indices=None, clean: bool = True)
         unknown = sorted(set(trigger_indices) - set(datasets))
         if unknown:
             raise ValueError(f"Trigger indices given for datasets {unknown} not in {datasets}.")
-        per_dataset = {d: trigger_indices.get(d) for d in datasets}
-    else:
-        per_dataset = {d: trigger_indices for d in datasets}
-    for d, indices in per_dataset.items():
-        per_dataset[d] = range(len(TRIGGERS)) if indices is None else indices
-        for i in per_dataset[d]:
+
+    def indices_of(dataset: str):
+        chosen = (
+            trigger_indices.get(dataset) if isinstance(trigger_indices, dict) else trigger_indices
+        )
+        chosen = range(len(TRIGGERS)) if chosen is None else chosen
+        for i in chosen:
             if not 0 <= i < len(TRIGGERS):
                 raise ValueError(f"Trigger index {i} outside 0..{len(TRIGGERS) - 1}.")
+        return chosen
+
+    per_dataset = {d: indices_of(d) for d in datasets}
     cells = [GridCell(d, None) for d in datasets] if clean else []
     cells += [GridCell(d, TRIGGERS[i]) for d in datasets for i in per_dataset[d]]
     return cells
@@ -134,7 +138,7 @@ def _pct(x) -> str:
 
 
 def _keyword(report: dict) -> str:
-    label = report.get("keyword_label_name", report.get("keyword_label"))
+    label = report["keyword_label_name"]
     return f"`{report['keyword']}`" + ("" if label is None else f" ({label})")
 
 
