@@ -16,7 +16,10 @@ peak; `floor_fraction` is floor time / fast time. `speedup_bound_at_peak` is the
 largest speed-up over the authors' method that any scorer doing the floor's work can
 reach here: the authors' measured time over the floor time of the same texts at
 peak (their method runs `2 (l + 1) max_len` steps per text, `authors_gflops` is the
-rate it achieves on them). Token lengths come from a dataset's
+rate it achieves on them). `state_convergence` measures the one way to do less than
+the floor, an early exit of jobs whose state has met the original pass again
+(`bki_tf.scanning.state_convergence`), on the random model and optionally on a
+trained one. Token lengths come from a dataset's
 `train.csv.gz` (tokenised with `bki_tf.tokenization.tokenize`) or, without one, from
 a lognormal fitted to IMDB's train word counts; token ids are random (a random-weight
 model's speed does not depend on which words it reads).
@@ -38,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bki_tf import models, scanning, tokenization
+from bki_tf import attack, models, scanning, tokenization
 
 METHODS = ("authors", "simple", "fast")
 # Lognormal fit (mean and std of log word counts) of IMDB train texts tokenised with
@@ -46,6 +49,8 @@ METHODS = ("authors", "simple", "fast")
 IMDB_LOG_MEAN = 5.235
 IMDB_LOG_STD = 0.646
 _SCALING_LENGTHS = (100, 200, 400, 800)
+# State gaps of `scanning.state_convergence`: 0 is exact, the others are not.
+CONVERGENCE_TOLERANCES = (0.0, 1e-7, 1e-6, 1e-5)
 # Largest |score difference| between methods that counts as equal.
 SCORE_TOLERANCE = 1e-4
 
@@ -69,6 +74,10 @@ class BenchmarkConfig:
       scaling: Also sweep `max_len` over (100, 200, 400, 800) and the number of texts.
       scaling_texts: Texts per point of the `max_len` sweep.
       peak_matmul_size: Side of the square `tf.matmul` that measures the peak.
+      convergence_texts: Texts of the state-convergence measurement (0 skips it).
+      convergence_run: Workdir of an attack run (`experiments.attack`) whose trained
+        model is measured for state convergence too, on its first `convergence_texts`
+        training texts; None: the random model only.
     """
 
     num_texts: int = 200
@@ -84,6 +93,8 @@ class BenchmarkConfig:
     scaling: bool = False
     scaling_texts: int = 32
     peak_matmul_size: int = 4096
+    convergence_texts: int = 16
+    convergence_run: str | None = None
 
     def __post_init__(self):
         for name in ("num_texts", "max_len", "repeats", "lstm_units", "embedding_dim",
@@ -100,6 +111,13 @@ class BenchmarkConfig:
             raise FileNotFoundError(
                 f"No train.csv.gz in data_dir={self.data_dir!r}; pass a dataset folder like "
                 "shared/data/imdb, or leave it unset for IMDB-like synthetic lengths."
+            )
+        if self.convergence_texts < 0:
+            raise ValueError(f"convergence_texts must be >= 0; got {self.convergence_texts}.")
+        if self.convergence_run is not None and not attack.is_complete(self.convergence_run):
+            raise FileNotFoundError(
+                f"convergence_run={self.convergence_run!r} holds no complete attack run; pass "
+                "the --workdir of a finished `python -m experiments.attack`, or leave it unset."
             )
 
     def to_dict(self) -> dict:
@@ -136,6 +154,7 @@ class BenchmarkResult:
     projected_10k_minutes_these_texts: float
     peak_memory_mb: float
     notes: list
+    state_convergence: dict | None = None
     scaling: dict | None = None
 
     def __post_init__(self):
@@ -163,10 +182,24 @@ class BenchmarkResult:
                 f"max |diff| {max(self.max_abs_diff.values()):.2g}"
                 + ("" if self.scores_match else f" > {SCORE_TOLERANCE}: SCORES DIFFER"),
                 f"10k IMDB scan ~{self.projected_imdb_10k_minutes:.1f} min",
+                *self._convergence_summary(),
                 f"peak RSS {self.peak_memory_mb:.0f} MB",
                 self.device,
             ]
         )
+
+    def _convergence_summary(self) -> list[str]:
+        if not self.state_convergence:
+            return []
+        lines = []
+        for key in ("random_model", "trained_model"):
+            if key in self.state_convergence:
+                shares = ", ".join(
+                    f"{p['tolerance']:g}: {100 * p['work_fraction']:.1f}%"
+                    for p in self.state_convergence[key]
+                )
+                lines.append(f"{key} steps left by state tolerance {{{shares}}}")
+        return lines
 
 
 def measure_matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -379,11 +412,19 @@ def run_benchmark(
             "time at peak, the most any scorer doing the floor's work could gain over them; "
             "authors_gflops: 2 (l+1) max_len recurrent steps of 8 H^2 FLOP per text over "
             "their time (input projections and the dense head not counted).",
+            "state_convergence: share of the floor's steps a job would still run if it "
+            "stopped once its (h, c) came within `tolerance` (max abs) of the original pass' "
+            "state at the same position; tolerance 0 (bit-identical) is the only exact one; "
+            "random_model on an evenly spread subset of the texts, trained_model on the "
+            "first training texts of convergence_run.",
             "projected_imdb_10k_minutes: 10,000 texts with the mean l(l-1) of IMDB-like "
             "lengths cut to max_len, at the fast scorer's measured GFLOP/s; "
             "projected_10k_minutes_these_texts: 10,000 / fast texts_per_s.",
         ],
     )
+    if config.convergence_texts:
+        result.state_convergence = _state_convergence(model, ids, lengths, config)
+        log(f"state convergence: {result.state_convergence}")
     if config.scaling:
         result.scaling = _scaling(model, raw_lengths, config, log)
     result.peak_memory_mb = _peak_rss_mb()
@@ -464,6 +505,25 @@ def _scaling(model, raw_lengths, config, log) -> dict:
         "texts_per_point": min(config.scaling_texts, len(raw_lengths)),
         "max_len": config.max_len,
     }
+
+
+def _state_convergence(model, ids, lengths, config: BenchmarkConfig) -> dict:
+    """`scanning.state_convergence` on the benchmark's texts and, if set, a trained run."""
+
+    def fractions(model, ids, lengths):
+        shares = scanning.state_convergence(model, ids, lengths, CONVERGENCE_TOLERANCES)
+        return [{"tolerance": t, "work_fraction": f} for t, f in shares.items()]
+
+    subset = _spread_subset(lengths, config.convergence_texts)
+    out = {"random_model": fractions(model, ids[subset], lengths[subset])}
+    if config.convergence_run is not None:
+        run = attack.load_run(config.convergence_run)
+        texts = run.train.texts[: config.convergence_texts]
+        trained_ids, trained_lengths = tokenization.encode(run.vectorizer(), texts)
+        out["trained_run"] = config.convergence_run
+        out["trained_model"] = fractions(run.model, trained_ids, trained_lengths)
+        out["trained_mean_length"] = float(np.mean(trained_lengths))
+    return out
 
 
 def _timed(fn: Callable[[], object]) -> float:

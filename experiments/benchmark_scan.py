@@ -1,11 +1,13 @@
 r"""Benchmarks the BKI deletion scorers (authors' loop, simple, fast) on this machine.
 
     python -m experiments.benchmark_scan --data_dir=../shared/data/imdb \
-      --num_texts=200 --max_len=400 --output=runs/benchmark_scan.json --scaling
+      --num_texts=200 --max_len=400 --output=runs/benchmark_scan.json --scaling \
+      --convergence_run=runs/imdb_attack
 
 Writes the result JSON (with the config under "config") to --output and, with
 --scaling, a plot of texts/s vs max_len and vs number of texts next to it
-(`<output stem>_scaling.png`).
+(`<output stem>_scaling.png`). --convergence_run adds a trained model (an attack
+run's workdir) to the state-convergence check, which otherwise uses the random model.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ _PEAK_MATMUL_SIZE = _define.DEFINE_integer(
     "peak_matmul_size", _d.peak_matmul_size, "Side of the square matmul measuring the peak."
 )
 
+_CONVERGENCE_TEXTS = _define.DEFINE_integer(
+    "convergence_texts", _d.convergence_texts, "Texts of the state-convergence check (0: skip)."
+)
+_CONVERGENCE_RUN = _define.DEFINE_string(
+    "convergence_run",
+    None,
+    "Workdir of an experiments.attack run whose trained model is also checked for state "
+    "convergence; unset: the random model only.",
+)
+
 flags.mark_flags_as_required(["output"])
 
 
@@ -67,6 +79,8 @@ def main(argv):
         scaling=_SCALING.value,
         scaling_texts=_SCALING_TEXTS.value,
         peak_matmul_size=_PEAK_MATMUL_SIZE.value,
+        convergence_texts=_CONVERGENCE_TEXTS.value,
+        convergence_run=_CONVERGENCE_RUN.value,
     )
     result = benchmarking.run_benchmark(config, log=lambda line: logging.info("%s", line))
     output = os.path.abspath(_OUTPUT.value)

@@ -5,8 +5,9 @@ import os
 
 import pytest
 from absl.testing import flagsaver
+from conftest import tiny_attack_config
 
-from bki_tf import benchmarking
+from bki_tf import attack, benchmarking
 from experiments import benchmark_scan
 
 TINY_FLAGS = dict(
@@ -41,6 +42,10 @@ def _check_result(result):
     assert max(result["max_abs_diff"].values()) < 1e-4 and result["scores_match"]
     assert result["authors_timed_texts"] == 3 and result["authors_extrapolated"]
     assert {k: result["config"][k] for k in TINY_FLAGS} == TINY_FLAGS
+    random_model = result["state_convergence"]["random_model"]
+    assert [p["tolerance"] for p in random_model] == list(benchmarking.CONVERGENCE_TOLERANCES)
+    shares = [p["work_fraction"] for p in random_model]
+    assert all(0 < s <= 1 for s in shares) and shares == sorted(shares, reverse=True)
 
 
 def test_main_with_real_lengths_and_scaling(tmp_path, tiny_imdb_dir, capsys):
@@ -61,15 +66,32 @@ def test_main_with_real_lengths_and_scaling(tmp_path, tiny_imdb_dir, capsys):
     assert "texts/s" in capsys.readouterr().out
 
 
-def test_main_with_synthetic_lengths(tmp_path):
+def test_main_with_synthetic_lengths_and_a_trained_run(tmp_path, tiny_imdb_dir, capsys):
+    run_dir = str(tmp_path / "run")
+    attack.run_attack(tiny_attack_config(tiny_imdb_dir), run_dir, verbose=0)
     output = str(tmp_path / "bench.json")
-    with flagsaver.flagsaver(data_dir=None, output=output, scaling=False, **TINY_FLAGS):
+    with flagsaver.flagsaver(
+        data_dir=None, output=output, scaling=False, convergence_run=run_dir, **TINY_FLAGS
+    ):
         benchmark_scan.main(["benchmark_scan"])
     with open(output, encoding="utf-8") as f:
         result = json.load(f)
     _check_result(result)
     assert "synthetic" in result["length_source"] and result["scaling"] is None
     assert not os.path.exists(str(tmp_path / "bench_scaling.png"))
+    convergence = result["state_convergence"]
+    assert convergence["trained_run"] == run_dir and convergence["trained_mean_length"] > 0
+    assert all(0 < p["work_fraction"] <= 1 for p in convergence["trained_model"])
+    assert "trained_model steps left by state tolerance" in capsys.readouterr().out
+
+
+def test_main_without_convergence(tmp_path):
+    output = str(tmp_path / "bench.json")
+    flag_values = {**TINY_FLAGS, "num_texts": 2, "authors_texts": 1}
+    with flagsaver.flagsaver(data_dir=None, output=output, convergence_texts=0, **flag_values):
+        benchmark_scan.main(["benchmark_scan"])
+    with open(output, encoding="utf-8") as f:
+        assert json.load(f)["state_convergence"] is None
 
 
 def test_config_rejects_missing_data():
@@ -77,3 +99,7 @@ def test_config_rejects_missing_data():
         benchmarking.BenchmarkConfig(data_dir="/nonexistent")
     with pytest.raises(ValueError, match="num_texts must be >= 1"):
         benchmarking.BenchmarkConfig(num_texts=0)
+    with pytest.raises(ValueError, match="convergence_texts must be >= 0"):
+        benchmarking.BenchmarkConfig(convergence_texts=-1)
+    with pytest.raises(FileNotFoundError, match="convergence_run='/nonexistent'"):
+        benchmarking.BenchmarkConfig(convergence_run="/nonexistent")

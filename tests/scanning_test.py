@@ -252,3 +252,58 @@ def test_model_without_hidden_output_is_rejected():
     for method in scanning.METHODS:
         with pytest.raises(ValueError, match="BKI needs"):
             scanning.deletion_scores(model, np.ones([1, 2], np.int32), [2], method=method)
+
+
+def _bias_only_model(forget_bias: float) -> keras.Model:
+    """A BiLSTM that ignores its inputs and its state: every gate is a constant."""
+    model = models.build_classifier(_VOCAB, 2, embedding_dim=8, lstm_units=4, dense_units=4)
+    bilstm = model.get_layer(models.BILSTM_LAYER)
+    for layer in (bilstm.forward_layer, bilstm.backward_layer):
+        cell = layer.cell
+        cell.kernel.assign(np.zeros(cell.kernel.shape, np.float32))
+        cell.recurrent_kernel.assign(np.zeros(cell.recurrent_kernel.shape, np.float32))
+        # Gates i, f, g, o: i = 1/2, f = sigmoid(forget_bias), g = tanh(1), o = 1/2.
+        cell.bias.assign(np.repeat(np.float32([0.0, forget_bias, 1.0, 0.0]), 4))
+    return model
+
+
+def test_state_convergence_matches_closed_form():
+    # With constant gates, c after n steps is a (1 - f^n) / (1 - f), a = i g. After
+    # position p the original has run p + 1 steps and any deletion job p, so their
+    # carries differ by a f^p (h by less): a job deleting q stops at the first
+    # position p >= q + 1 with a f^p <= tolerance, P, after P - q steps.
+    f, a = 0.5, 0.5 * np.tanh(1.0)
+    model = _bias_only_model(forget_bias=0.0)
+    ids, lengths = _texts([9, 4, 1, 12], 12, seed=8)
+    tolerance = a * f**5.5  # P = 6, far from a rounding boundary.
+    needed = floor = 0
+    for length in lengths.tolist():
+        for q in range(length - 1):
+            size = length - 1 - q
+            stop = max(6, q + 1)
+            needed += 2 * (stop - q if stop <= length - 1 else size)
+            floor += 2 * size
+    got = scanning.state_convergence(model, ids, lengths, (tolerance, 10.0))
+    assert got[tolerance] == pytest.approx(needed / floor, abs=1e-12)
+    # Any state is within 10 of any other: every job stops after its first step.
+    jobs = sum(2 * max(n - 1, 0) for n in lengths.tolist())
+    assert got[10.0] == pytest.approx(jobs / floor, abs=1e-12)
+
+
+def test_state_convergence_shares_are_monotone_and_bounded():
+    ids, lengths = _texts(_LENGTHS, _MAX_LEN, seed=2)
+    got = scanning.state_convergence(_trained_model(), ids, lengths, (0.0, 1e-4, 1e-2, 1.0))
+    shares = list(got.values())
+    assert all(0 < s <= 1 for s in shares)
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_state_convergence_rejects_bad_input():
+    with pytest.raises(ValueError, match="tolerances must be >= 0"):
+        scanning.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [3], (-1.0,))
+    with pytest.raises(ValueError, match=r"lengths\[0\] = 4"):
+        scanning.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [4])
+    ids = np.array([[0, 0, 0], [5, 0, 0]], np.int32)
+    assert scanning.state_convergence(_random_model(0), ids, [0, 1]) == {
+        0.0: 1.0, 1e-07: 1.0, 1e-06: 1.0, 1e-05: 1.0
+    }  # fmt: skip
