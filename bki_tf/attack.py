@@ -64,6 +64,9 @@ class AttackConfig:
       vocab_size: Vocabulary size, padding and OOV included.
       max_len: Tokens kept per text.
       epochs, batch_size, learning_rate, optimizer, clipnorm: Training.
+      validation_split: Share of the (poisoned) training set held out to keep the
+        epoch with the best held-out accuracy (`training.TrainConfig`); 0 keeps the
+        last epoch, as the authors do.
       fine_tune_embeddings: Train the GloVe vectors too. `build_classifier` keeps
         them frozen by default, as the authors do; `for_dataset` fine-tunes on
         IMDB, where frozen 50-d vectors did not learn the trigger (README).
@@ -90,6 +93,7 @@ class AttackConfig:
     learning_rate: float = 2e-3
     optimizer: str = "adam"
     clipnorm: float = 1.0
+    validation_split: float = 0.0
     fine_tune_embeddings: bool = False
     embedding_dim: int = 50
     lstm_units: int = 128
@@ -145,6 +149,7 @@ class AttackConfig:
             learning_rate=self.learning_rate,
             optimizer=self.optimizer,
             clipnorm=self.clipnorm,
+            validation_split=self.validation_split,
             seed=self.seed,
         )
 

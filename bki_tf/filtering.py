@@ -145,8 +145,18 @@ def retrain(
     num_poison_left: int,
     verbose: int | str = "auto",
     callbacks: list | None = None,
+    validation_split: float | None = None,
 ) -> tuple[keras.Model, RetrainResult]:
     """Trains a fresh victim on `texts` with the run's vocabulary and hyper-parameters.
+
+    Args:
+      run: The attack run (vocabulary, hyper-parameters, test sets).
+      texts: The purified training texts.
+      labels: Their labels.
+      num_poison_left: Poisoned texts among `texts` (reported).
+      verbose: Keras `fit` verbosity.
+      callbacks: Extra Keras callbacks.
+      validation_split: Replaces the run's `validation_split` (None keeps it).
 
     Returns:
       `(model, result)`: the retrained classifier and its clean accuracy / ASR.
@@ -154,6 +164,9 @@ def retrain(
     if len(texts) == 0:
         raise ValueError("The purified training set is empty; the detector removed everything.")
     config = run.config
+    train_config = config.train_config()
+    if validation_split is not None:
+        train_config = dataclasses.replace(train_config, validation_split=validation_split)
     vectorizer = run.vectorizer()
     matrix = None
     if config.glove:
@@ -162,7 +175,7 @@ def retrain(
     ids, _ = tokenization.encode(vectorizer, texts)
     t0 = time.time()
     history = training.train_classifier(
-        model, ids, np.asarray(labels), config.train_config(), callbacks=callbacks, verbose=verbose
+        model, ids, np.asarray(labels), train_config, callbacks=callbacks, verbose=verbose
     )
     seconds = time.time() - t0
     test_ids, _ = tokenization.encode(vectorizer, run.test_texts)

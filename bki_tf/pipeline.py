@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bki_tf import artifacts, attack, filtering, keywords, scanning, tokenization
+from bki_tf import artifacts, attack, filtering, keywords, scanning, tokenization, training
 
 SCAN_DIR = "scan"
 FILTER_DIR = "filter"
@@ -292,20 +292,41 @@ def run_filter(workdir: str, overwrite: bool = False, variant: str = "paper") ->
 
 
 def run_retrain(
-    workdir: str, overwrite: bool = False, verbose: int | str = "auto", variant: str = "paper"
+    workdir: str,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    variant: str = "paper",
+    validation_split: float | None = None,
 ) -> dict:
-    """Retrains the victim's architecture on the purified set; writes `retrain/`."""
+    """Retrains the victim's architecture on the purified set; writes `retrain/`.
+
+    `validation_split` replaces the attack run's (None keeps it); a nonzero split is
+    part of the step's config, so changing it redoes the step.
+    """
     names = layout(variant)
     filt = artifacts.read_json(_require(workdir, names.filter, filtering.FILTER_FILE, "filter"))
     folder = os.path.join(workdir, names.retrain)
     expected = {"filter_config": filt["config"], "num_after": filt["num_after"]}
+    if validation_split is None:
+        config = artifacts.read_json(os.path.join(workdir, attack.CONFIG_FILE))
+        split = float(config.get("validation_split", 0.0))
+    else:
+        split = float(validation_split)
+        training.TrainConfig(validation_split=split)  # Validates it before any work.
+    if split:
+        expected["validation_split"] = split
     if _step_done(folder, filtering.RETRAIN_METRICS_FILE, expected) and not overwrite:
         return artifacts.read_json(os.path.join(folder, filtering.RETRAIN_METRICS_FILE))
     run = attack.load_run(workdir)
     _, purified = filtering.read_purified(os.path.join(workdir, names.filter))
     start = time.time()
     model, result = filtering.retrain(
-        run, purified.texts, purified.labels, purified.num_poisoned, verbose=verbose
+        run,
+        purified.texts,
+        purified.labels,
+        purified.num_poisoned,
+        verbose=verbose,
+        validation_split=split,
     )
     os.makedirs(folder, exist_ok=True)
     model.save(os.path.join(folder, attack.MODEL_FILE))

@@ -28,7 +28,11 @@ class TrainConfig:
       learning_rate: Optimizer step size.
       optimizer: `adam`, `rmsprop` or `sgd`.
       clipnorm: Gradient-norm clipping (0 disables).
-      seed: Seed of the batch order.
+      validation_split: Share of the training set held out (per class, seeded) to
+        pick the epoch: the model ends with the weights of the epoch with the best
+        held-out accuracy (the first such epoch). 0 trains on everything and keeps
+        the last epoch.
+      seed: Seed of the batch order and of the held-out rows.
     """
 
     epochs: int = 10
@@ -36,6 +40,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     optimizer: str = "adam"
     clipnorm: float = 1.0
+    validation_split: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -49,6 +54,28 @@ class TrainConfig:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}.")
         if self.clipnorm < 0:
             raise ValueError(f"clipnorm must be >= 0, got {self.clipnorm}.")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError(
+                f"validation_split must be in [0, 1), got {self.validation_split}; "
+                "use e.g. 0.1, or 0 to train on everything."
+            )
+
+
+def validation_rows(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits row indices into training and held-out rows, `share` of each class held out.
+
+    Returns:
+      `(train_rows, held_out_rows)`, each sorted `int64`.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        held_out.append(rng.permutation(rows)[: int(round(share * len(rows)))])
+    held_out = np.sort(np.concatenate(held_out)).astype(np.int64) if held_out else np.zeros(0)
+    train = np.setdiff1d(np.arange(len(labels)), held_out).astype(np.int64)
+    return train, held_out.astype(np.int64)
 
 
 def _bucket_boundaries(max_len: int) -> list[int]:
@@ -129,7 +156,8 @@ def train_classifier(
       verbose: Keras `fit` verbosity (progress bar per epoch by default).
 
     Returns:
-      The Keras history dict (`loss`, `accuracy` per epoch).
+      The Keras history dict (`loss`, `accuracy` per epoch; with a validation split
+      also `val_loss`, `val_accuracy`, and `best_epoch`, the 1-based epoch kept).
     """
     if len(ids) == 0:
         raise ValueError("The training set is empty; nothing to train on.")
@@ -142,9 +170,31 @@ def train_classifier(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    callbacks = list(callbacks or [])
+    validation = None
+    if config.validation_split:
+        rows, held_out = validation_rows(labels, config.validation_split, config.seed)
+        if len(held_out) == 0 or len(rows) == 0:
+            raise ValueError(
+                f"validation_split={config.validation_split} of {len(ids)} texts leaves "
+                f"{len(rows)} to train on and {len(held_out)} to validate on; both must be "
+                "non-empty: change validation_split or set it to 0."
+            )
+        ids = np.asarray(ids)
+        validation = make_dataset(ids[held_out], np.asarray(labels)[held_out], config.batch_size)
+        ids, labels = ids[rows], np.asarray(labels)[rows]
+        best = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=config.epochs, restore_best_weights=True
+        )
+        callbacks.append(best)
     ds = make_dataset(ids, labels, config.batch_size, shuffle=True, seed=config.seed)
-    history = trainer.fit(ds, epochs=config.epochs, callbacks=callbacks or [], verbose=verbose)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    history = trainer.fit(
+        ds, epochs=config.epochs, validation_data=validation, callbacks=callbacks, verbose=verbose
+    )
+    out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    if validation is not None:
+        out["best_epoch"] = [float(best.best_epoch + 1)]
+    return out
 
 
 # Compiled once per model: inference over variable-length batches.

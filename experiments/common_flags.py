@@ -100,6 +100,11 @@ def define_attack_flags() -> dict:
             "optimizer", d.optimizer, list(training.OPTIMIZERS), "Optimizer."
         ),
         "clipnorm": define.DEFINE_float("clipnorm", d.clipnorm, "Gradient norm clip; 0 = off."),
+        "validation_split": define.DEFINE_float(
+            "validation_split", d.validation_split,
+            "Share of the training set held out to keep the epoch with the best held-out "
+            "accuracy; 0 = train on everything, keep the last epoch (as the authors).",
+        ),
         "fine_tune_embeddings": define.DEFINE_bool(
             "fine_tune_embeddings", None,
             "Train the GloVe vectors too (default: per dataset, see README 'Defaults'; "

@@ -292,6 +292,33 @@ def test_filter_and_retrain_without_their_inputs_say_which_step_to_run(copy):
         pipeline.run_filter(copy, variant="best")
 
 
+def test_retrain_with_a_validation_split_redoes_the_step_and_records_it(copy, monkeypatch):
+    from experiments import retrain as retrain_bin
+
+    path = os.path.join(copy, "retrain", "metrics.json")
+    before = artifacts.read_json(path)
+    assert "validation_split" not in before["config"]
+    assert pipeline.run_retrain(copy, verbose=0) == before  # Resumed: nothing to do.
+    with flagsaver.flagsaver(workdir=copy, retrain_validation_split=0.25):
+        retrain_bin.main(["retrain"])
+    after = artifacts.read_json(path)
+    assert after["config"] == {**before["config"], "validation_split": 0.25}
+    epochs = len(after["history"]["val_accuracy"])
+    assert epochs == 3 and 1 <= after["history"]["best_epoch"][0] <= epochs
+    # Back to the run's own setting (no split): the step is redone without one.
+    calls = []
+    monkeypatch.setattr(pipeline.filtering, "retrain", lambda *a, **k: calls.append(k) or _raise())
+    with pytest.raises(RuntimeError, match="retrain called"):
+        pipeline.run_retrain(copy, verbose=0)
+    assert calls[0]["validation_split"] == 0.0
+    with pytest.raises(ValueError, match="validation_split must be in"):
+        pipeline.run_retrain(copy, verbose=0, validation_split=1.5)
+
+
+def _raise():
+    raise RuntimeError("retrain called")
+
+
 def test_scan_filter_retrain_binaries(copy):
     from experiments import filter as filter_bin
     from experiments import retrain as retrain_bin

@@ -124,6 +124,47 @@ class TrainClassifierTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreaterEqual(after, 0.9)
         self.assertGreaterEqual(after, before)
 
+    def test_validation_split_keeps_the_best_held_out_epoch(self):
+        rng = np.random.default_rng(1)
+        num, max_len = 40, 8
+        labels = np.arange(num) % 2
+        ids = np.zeros((num, max_len), np.int32)
+        for r in range(num):
+            n = int(rng.integers(2, max_len + 1))
+            ids[r, :n] = rng.integers(2, 12, size=n) + 6 * labels[r]  # Overlapping classes.
+        ids_before, labels_before = ids.copy(), labels.copy()
+        config = training.TrainConfig(
+            epochs=6, batch_size=8, learning_rate=5e-2, validation_split=0.25, seed=3
+        )
+        model = _tiny(seed=1)
+        history = training.train_classifier(model, ids, labels, config, verbose=0)
+        self.assertLen(history["val_accuracy"], 6)
+        best = int(np.argmax(history["val_accuracy"]))  # The first maximum.
+        self.assertEqual(history["best_epoch"], [best + 1])
+        _, held_out = training.validation_rows(labels, 0.25, seed=3)
+        self.assertLen(held_out, 10)
+        self.assertAllClose(
+            training.accuracy(model, ids[held_out], labels[held_out]),
+            history["val_accuracy"][best],
+            atol=1e-6,
+        )
+        self.assertAllEqual(ids, ids_before)
+        self.assertAllEqual(labels, labels_before)
+
+    def test_validation_rows_are_stratified_seeded_and_disjoint(self):
+        labels = np.array([0] * 30 + [1] * 10 + [2] * 3)
+        train, held_out = training.validation_rows(labels, 0.2, seed=7)
+        self.assertEqual(np.bincount(labels[held_out]).tolist(), [6, 2, 1])
+        self.assertAllEqual(np.sort(np.concatenate([train, held_out])), np.arange(len(labels)))
+        again = training.validation_rows(labels, 0.2, seed=7)
+        self.assertAllEqual(again[1], held_out)
+        self.assertNotAllEqual(training.validation_rows(labels, 0.2, seed=8)[1], held_out)
+
+    def test_validation_split_needs_rows_on_both_sides(self):
+        config = training.TrainConfig(epochs=1, validation_split=0.1)
+        with self.assertRaisesRegex(ValueError, "validation_split=0.1 of 4 texts leaves 4"):
+            training.train_classifier(_tiny(), np.ones((4, 3), np.int32), np.arange(4) % 2, config)
+
     def test_empty_or_mismatched_training_set(self):
         config = training.TrainConfig(epochs=1)
         with self.assertRaisesRegex(ValueError, "empty"):
@@ -138,6 +179,7 @@ class TrainClassifierTest(tf.test.TestCase, parameterized.TestCase):
         ("learning_rate_nan", dict(learning_rate=float("nan")), "learning_rate"),
         ("optimizer", dict(optimizer="adagrad"), "Unknown optimizer 'adagrad'"),
         ("clipnorm", dict(clipnorm=-1.0), "clipnorm"),
+        ("validation_split", dict(validation_split=1.0), r"validation_split must be in \[0, 1\)"),
     )
     def test_bad_config(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
