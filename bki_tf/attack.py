@@ -246,10 +246,17 @@ def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
     )
 
 
+# Config keys added after runs were first written, with the value that reproduces a
+# run whose config.json lacks them.
+_ADDED_KEYS = {"validation_split": 0.0}
+
+
 def check_workdir(
     workdir: str, config: dict, overwrite: bool, config_file: str = CONFIG_FILE
 ) -> bool:
     """Refuses a workdir that holds a different run, unless `overwrite`.
+
+    A key of `_ADDED_KEYS` missing from the stored config counts as its default.
 
     Returns:
       True if the workdir already holds this very config.
@@ -266,7 +273,7 @@ def check_workdir(
                 "workdir or pass --overwrite."
             )
         return False
-    existing = artifacts.read_json(path)
+    existing = {**_ADDED_KEYS, **artifacts.read_json(path)}
     if existing == artifacts.to_jsonable(config):
         return True
     if not overwrite:

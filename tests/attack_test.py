@@ -1,5 +1,6 @@
 """End-to-end tests of bki_tf.attack.run_attack / load_run on a tiny dataset folder."""
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -160,6 +161,24 @@ def test_rerun_returns_stored_result_without_retraining(run, monkeypatch):
     again = attack.run_attack(config, workdir, verbose=0)
     assert again == result
     assert _snapshot(workdir) == before
+
+
+def test_config_written_before_validation_split_existed_is_the_same_run(run, run_copy, monkeypatch):
+    config, _, result = run
+    path = os.path.join(run_copy, attack.CONFIG_FILE)
+    stored = artifacts.read_json(path)
+    del stored["validation_split"]
+    artifacts.write_json(path, stored)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the run was redone")
+
+    monkeypatch.setattr(training, "train_classifier", fail)
+    assert attack.run_attack(config, run_copy, verbose=0) == result
+    assert attack.load_run(run_copy).config == config
+    changed = dataclasses.replace(config, validation_split=0.2)
+    with pytest.raises(ValueError, match=r"differs in \['validation_split'\]"):
+        attack.run_attack(changed, run_copy, verbose=0)
 
 
 def test_workdir_with_different_run_is_refused(run):
