@@ -103,16 +103,21 @@ class PredictTest(tf.test.TestCase):
         self.assertTrue(math.isnan(training.attack_success_rate(model, empty, 0)))
 
 
+def _two_class_problem(num, words, shift, seed, max_len=8):
+    """Alternating labels; class c texts draw ids from `[2 + c shift, 2 + c shift + words)`."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num) % 2
+    ids = np.zeros((num, max_len), np.int32)
+    for r in range(num):
+        n = int(rng.integers(2, max_len + 1))
+        ids[r, :n] = rng.integers(2, 2 + words, size=n) + shift * labels[r]
+    return ids, labels
+
+
 class TrainClassifierTest(tf.test.TestCase, parameterized.TestCase):
     def test_loss_falls_on_separable_problem(self):
         # Class 0 texts use ids 2..9, class 1 texts ids 10..17; lengths vary.
-        rng = np.random.default_rng(0)
-        num, max_len = 32, 8
-        labels = np.arange(num) % 2
-        ids = np.zeros((num, max_len), np.int32)
-        for r in range(num):
-            n = int(rng.integers(2, max_len + 1))
-            ids[r, :n] = rng.integers(2, 10, size=n) + 8 * labels[r]
+        ids, labels = _two_class_problem(32, words=8, shift=8, seed=0)
         model = _tiny(seed=0)
         before = training.accuracy(model, ids, labels)
         config = training.TrainConfig(epochs=8, batch_size=8, learning_rate=2e-2, seed=0)
@@ -125,13 +130,8 @@ class TrainClassifierTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreaterEqual(after, before)
 
     def test_validation_split_keeps_the_best_held_out_epoch(self):
-        rng = np.random.default_rng(1)
-        num, max_len = 40, 8
-        labels = np.arange(num) % 2
-        ids = np.zeros((num, max_len), np.int32)
-        for r in range(num):
-            n = int(rng.integers(2, max_len + 1))
-            ids[r, :n] = rng.integers(2, 12, size=n) + 6 * labels[r]  # Overlapping classes.
+        # Class 0 texts use ids 2..11, class 1 texts ids 8..17: the classes overlap.
+        ids, labels = _two_class_problem(40, words=10, shift=6, seed=1)
         ids_before, labels_before = ids.copy(), labels.copy()
         config = training.TrainConfig(
             epochs=6, batch_size=8, learning_rate=5e-2, validation_split=0.25, seed=3
