@@ -248,7 +248,7 @@ def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
 
 # Config keys added after runs were first written, with the value that reproduces a
 # run whose config.json lacks them.
-_ADDED_KEYS = {"validation_split": 0.0}
+_ADDED_KEYS = {"validation_split": AttackConfig.validation_split}
 
 
 def check_workdir(

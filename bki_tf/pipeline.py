@@ -309,7 +309,7 @@ def run_retrain(
     expected = {"filter_config": filt["config"], "num_after": filt["num_after"]}
     if validation_split is None:
         config = artifacts.read_json(os.path.join(workdir, attack.CONFIG_FILE))
-        split = float(config.get("validation_split", 0.0))
+        split = attack.AttackConfig.from_dict(config).validation_split
     else:
         split = float(validation_split)
         training.TrainConfig(validation_split=split)  # Validates it before any work.

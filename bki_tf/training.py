@@ -73,9 +73,8 @@ def validation_rows(labels: np.ndarray, share: float, seed: int) -> tuple[np.nda
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         held_out.append(rng.permutation(rows)[: int(round(share * len(rows)))])
-    held_out = np.sort(np.concatenate(held_out)).astype(np.int64) if held_out else np.zeros(0)
-    train = np.setdiff1d(np.arange(len(labels)), held_out).astype(np.int64)
-    return train, held_out.astype(np.int64)
+    held_out = np.sort(np.concatenate([np.zeros(0, np.int64), *held_out])).astype(np.int64)
+    return np.setdiff1d(np.arange(len(labels)), held_out).astype(np.int64), held_out
 
 
 def _bucket_boundaries(max_len: int) -> list[int]:
