@@ -1,24 +1,15 @@
-"""Reading and writing the files a run leaves in its workdir.
+"""Atomic reading and writing of the files a run leaves behind.
 
-A workdir is shared by the steps of one experiment:
-
-    config.json            the attack config (AttackConfig.to_dict())
-    vocab.txt              one token per line; line i is token id i
-    train.csv.gz           poisoned training set + ground truth
-    test.csv.gz            clean test set
-    test_triggered.csv.gz  every non-target test text with the trigger
-    model.keras            the victim
-    metrics.json           clean accuracy, ASR, sizes, wall time (written last)
-    saved_model/           string-input SavedModel
-    logs/                  TensorBoard
-    scan/ filter/ retrain/ the BKI steps; report.json / report.md
-
-Every JSON file is written atomically (temp file + rename), and each step's
-result file is written last, so a step is complete exactly when it exists.
+Every writer creates a temporary file beside its target and renames it into place,
+so a kill or a full disk leaves the old file or none, never a truncated one; files
+get the umask's normal mode (not `mkstemp`'s 0600). Every reader names the file and
+the fix when the file is missing or corrupt, instead of a bare `JSONDecodeError`,
+`EOFError` or `int()` error. The run folder's layout lives in `bki_tf.runs.workdir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -26,6 +17,8 @@ import json
 import math
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +34,46 @@ TRAIN_COLUMNS = (
     "original_label",
     "source_id",
 )
+
+
+class CorruptFileError(ValueError):
+    """A run file exists but cannot be read back."""
+
+
+def corrupt(path: str, what: str, fix: str = "rerun the step that writes it") -> CorruptFileError:
+    """The one error for an unreadable run file: which file, what is wrong, the fix."""
+    return CorruptFileError(f"{path!r} is corrupt ({what}); {fix}, or delete it and rerun.")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _temp_beside(path: str, suffix: str = "") -> tuple[int, str]:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yields a temporary path beside `path`; renames it onto `path` on success."""
+    fd, tmp = _temp_beside(path, suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def to_jsonable(obj):
@@ -60,9 +93,7 @@ def to_jsonable(obj):
 
 def write_json(path: str, obj) -> None:
     """Writes `obj` as indented JSON, atomically (NaN/inf become null)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = _temp_beside(path, ".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
@@ -76,44 +107,72 @@ def write_json(path: str, obj) -> None:
 
 def write_text(path: str, text: str) -> None:
     """Writes a text file atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_json(path: str):
     """Reads a JSON file, with a clear error when it is missing."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} not found; run the step that writes it first.")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise corrupt(path, f"not valid JSON: {e}") from None
 
 
 def _write_csv_gz(path: str, header: Sequence[str], rows) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     buf = io.StringIO(newline="")
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".csv.gz")
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        f.write(buf.getvalue().encode("utf-8"))
-    os.replace(tmp, path)
+    fd, tmp = _temp_beside(path, ".csv.gz")
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(buf.getvalue().encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _read_csv_gz(path: str, required: Sequence[str]) -> list[dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} not found; run the step that writes it first.")
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path!r} lacks column(s) {missing}; it was not written by bki_tf.")
-        return list(reader)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise corrupt(path, f"it lacks column(s) {missing}")
+            return list(reader)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
+        raise corrupt(path, f"not a readable gzip CSV: {e}") from None
+
+
+def _int_column(rows: list[dict], name: str, path: str) -> np.ndarray:
+    try:
+        return np.asarray([int(r[name]) for r in rows], dtype=np.int64)
+    except (TypeError, ValueError):
+        bad = next(i for i, r in enumerate(rows) if not _is_int(r[name]))
+        raise corrupt(path, f"row {bad} has {name}={rows[bad][name]!r}, not an integer") from None
+
+
+def _is_int(value) -> bool:
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def write_training_set(path: str, data: poisoning.PoisonedDataset) -> None:
@@ -128,7 +187,7 @@ def read_training_set(path: str) -> tuple[np.ndarray, poisoning.PoisonedDataset]
       `(ids, data)`: the row ids (`int64 [N]`, stable across filtering) and the set.
     """
     rows = _read_csv_gz(path, TRAIN_COLUMNS)
-    col = lambda name: np.asarray([int(r[name]) for r in rows], dtype=np.int64)  # noqa: E731
+    col = lambda name: _int_column(rows, name, path)  # noqa: E731
     data = poisoning.PoisonedDataset(
         texts=[r["text"] for r in rows],
         labels=col("label"),
@@ -169,4 +228,41 @@ def write_labelled_texts(path: str, texts: Sequence[str], labels: np.ndarray) ->
 def read_labelled_texts(path: str) -> tuple[list[str], np.ndarray]:
     """Reads `write_labelled_texts` output."""
     rows = _read_csv_gz(path, ("text", "label"))
-    return [r["text"] for r in rows], np.asarray([int(r["label"]) for r in rows], np.int64)
+    return [r["text"] for r in rows], _int_column(rows, "label", path)
+
+
+def write_lines(path: str, lines: Sequence[str]) -> None:
+    """Writes one item per line, atomically (e.g. a vocabulary: line i is token id i)."""
+    write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def read_lines(path: str) -> list[str]:
+    """Reads `write_lines` output, naming the file when it is missing or not UTF-8."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} not found; run the step that writes it first.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise corrupt(path, f"not UTF-8 text: {e}") from None
+
+
+def save_model(model, path: str) -> None:
+    """`model.save(path)` atomically: a kill or a full disk never leaves half a file."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def load_model(path: str, custom_objects: dict | None = None):
+    """Loads a `.keras` model with `safe_mode=True`, naming the file when it is corrupt."""
+    import keras  # pylint: disable=import-outside-toplevel  # Keeps this module TF-free.
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} not found; run the step that writes it first.")
+    if not zipfile.is_zipfile(path):
+        raise corrupt(path, "not a .keras zip archive (truncated or overwritten?)")
+    try:
+        return keras.models.load_model(path, custom_objects=custom_objects, safe_mode=True)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise corrupt(path, f"Keras cannot load it: {first[:200]}") from None

@@ -127,7 +127,8 @@ def read_csv(path: str, num_classes: int) -> tuple[list[str], np.ndarray]:
         else:
             with open(path, "rb") as f:
                 raw = f.read()
-        content = raw.decode("utf-8")
+        # "utf-8-sig" drops a leading byte-order mark (spreadsheet exports write one).
+        content = raw.decode("utf-8-sig")
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # zlib: bad deflate data
         raise ValueError(
             f"Data file {path!r} is corrupt or not UTF-8 ({e}); restore it from the source."

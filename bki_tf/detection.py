@@ -3,27 +3,24 @@
 Every training-set sanitizer (BKI, Activation Clustering, Spectral Signatures) and
 the inference-time STRIP detector return a `DetectionResult`: one suspicion score
 per sample (higher = more suspicious), the boolean decision `is_poison`, and a
-JSON-able report of how the decision was made. `evaluate` scores a result against
-the ground truth (precision, recall, F1, the share removed, and the AUROC of the
-scores), and `sanitize_and_retrain` performs the step BKI ends with (Chen & Dai,
-Neurocomputing 2021, Sec. 4): remove the flagged training samples, train the same
-architecture from scratch on the rest, and measure ASR and clean accuracy, through
-`bki_tf.filtering` so that every sanitizer is measured exactly like BKI.
+JSON-able report of how the decision was made. `evaluate` scores a result (or a
+bare set of flagged indices) against the ground truth: precision, recall, F1, the
+share removed, and the AUROC of the scores. `DetectionEvaluation` is the package's one
+detection-metrics type; BKI's scan, the baselines and every report use it.
 
-The module is pure numpy apart from `sanitize_and_retrain`.
+Pure numpy: no TensorFlow, no file IO.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from bki_tf import artifacts, keywords
+from bki_tf import artifacts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -236,7 +233,11 @@ class DetectionEvaluation:
       num_true_positive: Flagged samples that are poisoned.
       num_samples: All samples.
 
-    The 0/0 conventions are those of `bki_tf.keywords.DetectionMetrics`.
+    Conventions for 0/0: precision is 0.0 when nothing is flagged (no removal
+    identifies no poison; scikit-learn's `zero_division=0`); recall is NaN when there is
+    no poison (1.0 would credit a defence that removed only clean samples); F1 is 0.0
+    when precision and recall are both 0, NaN when recall is NaN. `to_dict()` writes NaN
+    as `None`.
     """
 
     method: str
@@ -276,119 +277,99 @@ class DetectionEvaluation:
             f"F1 {fmt(self.f1)}, AUROC {fmt(self.auroc)}."
         )
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectionEvaluation:
+        """Inverse of `to_dict()` (`None` reads back as NaN)."""
+        values = dict(d)
+        for name in ("precision", "recall", "f1", "auroc", "removed_share"):
+            if values.get(name) is None:
+                values[name] = float("nan")
+        return cls(**values)
 
-def evaluate(result: DetectionResult, is_poisoned: np.ndarray) -> DetectionEvaluation:
-    """Scores a detector's decisions and scores against the ground-truth poison mask.
+
+def evaluate(
+    result: DetectionResult | np.ndarray | list, is_poisoned: np.ndarray, method: str = "flagged"
+) -> DetectionEvaluation:
+    """Scores a detector's decisions (and scores) against the ground-truth poison mask.
+
+    Chen & Dai (2021), Sec. 5: precision and recall of the removed texts.
 
     Args:
-      result: The detector's output for N samples.
+      result: A `DetectionResult` for N samples, or the flagged samples alone: unique
+        `int [k]` indices (sorted or not) or a `bool [N]` mask. Bare flags carry no
+        scores, so their AUROC is that of the 0/1 decision.
       is_poisoned: `bool [N]` ground truth (e.g. `run.train.is_poisoned`).
+      method: Name reported for bare flags (a `DetectionResult` names itself).
 
     Returns:
-      Precision, recall, F1 and removed share of `result.is_poison` (via
-      `bki_tf.keywords.evaluate_detection`, the metrics BKI reports) and the AUROC of
-      `result.scores`.
+      Precision, recall, F1, removed share and the AUROC of the scores.
+
+    Raises:
+      ValueError: On shape, dtype, range or duplicate problems, naming the value.
     """
     truth = np.asarray(is_poisoned)
+    if truth.ndim != 1 or (truth.size and truth.dtype != bool):
+        raise ValueError(
+            f"is_poisoned must be a 1-D bool array, got dtype {truth.dtype} and shape "
+            f"{truth.shape}."
+        )
+    truth = truth.astype(bool)
+    if not isinstance(result, DetectionResult):
+        result = _flags_as_result(result, truth.size, method)
     if truth.shape != (result.num_samples,):
         raise ValueError(
             f"{result.method} scored {result.num_samples} samples but is_poisoned has shape "
             f"{truth.shape}; pass the ground truth of the same samples."
         )
-    metrics = keywords.evaluate_detection(result.is_poison, truth)
+    removed = result.is_poison
+    num_removed = int(removed.sum())
+    num_poison = int(truth.sum())
+    tp = int((removed & truth).sum())
+    precision = tp / num_removed if num_removed else 0.0
+    recall = tp / num_poison if num_poison else float("nan")
+    if math.isnan(recall):
+        f1 = float("nan")
+    elif precision + recall == 0.0:
+        f1 = 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    n = truth.size
     return DetectionEvaluation(
         method=result.method,
-        precision=metrics.precision,
-        recall=metrics.recall,
-        f1=metrics.f1,
-        auroc=auroc(result.scores, truth.astype(bool)),
-        removed_share=metrics.removed_share,
-        num_flagged=metrics.num_removed,
-        num_poison=metrics.num_poison,
-        num_true_positive=metrics.num_true_positive,
-        num_samples=metrics.num_texts,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        auroc=auroc(result.scores, truth),
+        removed_share=num_removed / n if n else 0.0,
+        num_flagged=num_removed,
+        num_poison=num_poison,
+        num_true_positive=tp,
+        num_samples=n,
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class SanitizerOutcome:
-    """A training-set sanitizer measured end to end, like BKI.
-
-    Attributes:
-      evaluation: Detection quality on the poisoned training set.
-      asr_before: ASR of the poisoned victim.
-      accuracy_before: Clean accuracy of the poisoned victim.
-      asr_after: ASR of the victim retrained on the kept samples (None if not retrained).
-      accuracy_after: Clean accuracy after retraining (None if not retrained).
-      num_poison_left: Poisoned samples kept for retraining.
-      retrain_seconds: Retraining wall time (None if not retrained).
-    """
-
-    evaluation: DetectionEvaluation
-    asr_before: float
-    accuracy_before: float
-    asr_after: float | None
-    accuracy_after: float | None
-    num_poison_left: int
-    retrain_seconds: float | None
-
-    def __post_init__(self):
-        if (self.asr_after is None) != (self.accuracy_after is None):
-            raise ValueError("asr_after and accuracy_after must both be set or both be None.")
-        if self.num_poison_left < 0:
-            raise ValueError(f"num_poison_left must be >= 0, got {self.num_poison_left}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["evaluation"] = self.evaluation.to_dict()
-        return artifacts.to_jsonable(d)
-
-    def summary(self) -> str:
-        after = (
-            "not retrained"
-            if self.asr_after is None
-            else f"after: ASR {self.asr_after:.2%}, accuracy {self.accuracy_after:.2%}"
-        )
-        return (
-            f"{self.evaluation.summary()} Before: ASR {self.asr_before:.2%}, accuracy "
-            f"{self.accuracy_before:.2%}; {after}."
-        )
-
-
-def sanitize_and_retrain(
-    run, result: DetectionResult, retrain: bool = True, verbose: int | str = 0
-) -> SanitizerOutcome:
-    """Removes the flagged training samples, retrains the victim and measures it.
-
-    Args:
-      run: A `bki_tf.attack.AttackRun`; `result` must score its `run.train`, in order.
-      result: The sanitizer's decisions.
-      retrain: Train a fresh victim on the kept samples (a full training run); False
-        only evaluates the detection.
-      verbose: Keras `fit` verbosity.
-
-    Returns:
-      The detection quality, the victim's ASR / accuracy before, and after retraining.
-    """
-    from bki_tf import filtering  # TensorFlow only when retraining is asked for.
-
-    evaluation = evaluate(result, run.train.is_poisoned)
-    keep, filt = filtering.filter_rows(run, result.is_poison)
-    asr_after = accuracy_after = seconds = None
-    if retrain:
-        t0 = time.time()
-        kept = run.train.subset(keep)
-        _, retrained = filtering.retrain(
-            run, kept.texts, kept.labels, filt.num_poison_left, verbose=verbose
-        )
-        seconds = time.time() - t0
-        asr_after, accuracy_after = retrained.asr, retrained.accuracy
-    return SanitizerOutcome(
-        evaluation=evaluation,
-        asr_before=float(run.metrics.asr),
-        accuracy_before=float(run.metrics.clean_accuracy),
-        asr_after=asr_after,
-        accuracy_after=accuracy_after,
-        num_poison_left=filt.num_poison_left,
-        retrain_seconds=seconds,
-    )
+def _flags_as_result(flagged, num_samples: int, method: str) -> DetectionResult:
+    """A `DetectionResult` whose scores are the 0/1 decisions of `flagged`."""
+    flagged = np.asarray(flagged)
+    if flagged.ndim != 1:
+        raise ValueError(f"flagged must be 1-D, got shape {flagged.shape}.")
+    if flagged.dtype == bool:
+        if flagged.size != num_samples:
+            raise ValueError(
+                f"flagged is a bool mask of length {flagged.size} but is_poisoned has "
+                f"{num_samples} samples; they must match."
+            )
+        mask = flagged
+    else:
+        if flagged.size and not np.issubdtype(flagged.dtype, np.integer):
+            raise ValueError(f"flagged must hold integer indices or bools, got {flagged.dtype}.")
+        idx = flagged.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= num_samples):
+            raise ValueError(
+                f"flagged holds indices outside [0, {num_samples}): {idx.tolist()[:10]}..."
+            )
+        if np.unique(idx).size != idx.size:
+            raise ValueError("flagged holds duplicate indices; pass each removed sample once.")
+        mask = np.zeros(num_samples, dtype=bool)
+        mask[idx] = True
+    return DetectionResult(method=method, scores=mask.astype(np.float64), is_poison=mask)

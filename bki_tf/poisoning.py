@@ -17,6 +17,7 @@ Modes:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -166,6 +167,19 @@ def num_to_poison(num_train: int, rate: float, mode: str) -> int:
     return int(round(rate * num_train))
 
 
+def smallest_rate(num_train: int, mode: str) -> float:
+    """The smallest two-significant-digit rate for which `num_to_poison` gives >= 1 sample."""
+    if num_train < 1:
+        raise ValueError(f"num_train must be >= 1, got {num_train}.")
+    # The exact threshold: rate * n (replace) or rate * n / (1 - rate) (append) just above 1/2.
+    exact = 0.5 / num_train if mode == "replace" else 0.5 / (num_train + 0.5)
+    unit = 10.0 ** (math.floor(math.log10(exact)) - 1)
+    rate = math.ceil(exact / unit) * unit
+    while num_to_poison(num_train, float(f"{rate:.2g}"), mode) < 1:
+        rate += unit
+    return float(f"{rate:.2g}")
+
+
 def poison_dataset(
     texts: Sequence[str], labels: np.ndarray, config: PoisonConfig, num_classes: int
 ) -> PoisonedDataset:
@@ -194,6 +208,12 @@ def poison_dataset(
         )
     n = len(texts)
     n_poison = num_to_poison(n, config.rate, config.mode)
+    if config.rate > 0 and n_poison == 0:
+        raise ValueError(
+            f"Poisoning rate {config.rate} poisons 0 of {n} training texts; the smallest rate "
+            f"that poisons one is {smallest_rate(n, config.mode)} (or use 0 for a clean "
+            "model)."
+        )
     pool = np.flatnonzero(labels != config.target)
     if n_poison > len(pool):
         raise ValueError(

@@ -27,6 +27,7 @@ _WHITESPACE_RE = re.compile(r"[ \t\n\r\v\f]+")
 
 PAD_ID = 0
 OOV_ID = 1
+OOV_TOKEN = "[UNK]"
 
 
 def tokenize(text: str) -> list[str]:

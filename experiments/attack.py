@@ -8,27 +8,25 @@ r"""Poisons a training set, trains the victim, measures clean accuracy and ASR.
 
 from absl import app, flags, logging
 
-from bki_tf import attack
-from experiments import common_flags
+from bki_tf.runs import attack
+from experiments import common_flags as cf
 
-_ATTACK = common_flags.define_attack_flags()
-_WORKDIR = common_flags.define_workdir_flags()
+_USED = cf.use(cf.ATTACK, "workdir", "overwrite")
 flags.mark_flags_as_required(["dataset", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = common_flags.attack_config(_ATTACK)
     result = attack.run_attack(
-        config,
-        _WORKDIR["workdir"].value,
-        overwrite=_WORKDIR["overwrite"].value,
-        verbose=common_flags.keras_verbosity(),
+        cf.attack_config(),
+        cf.value("workdir"),
+        overwrite=cf.value("overwrite"),
+        verbose=cf.keras_verbosity(),
     )
     logging.info("%s", result.summary())
     print(result.summary())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

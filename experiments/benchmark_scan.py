@@ -17,42 +17,33 @@ import os
 
 from absl import app, flags, logging
 
-from bki_tf import benchmarking
-from experiments import common_flags
+from bki_tf.runs import benchmarking
+from experiments import common_flags as cf
 
 _d = benchmarking.BenchmarkConfig
-_define = common_flags.define  # Idempotent: other binaries share some of these names.
-_NUM_TEXTS = _define.DEFINE_integer("num_texts", _d.num_texts, "Texts scanned by simple/fast.")
-_MAX_LEN = _define.DEFINE_integer("max_len", _d.max_len, "Tokens kept per text.")
-_DATA_DIR = _define.DEFINE_string(
-    "data_dir",
-    None,
-    "Folder with train.csv.gz (text,label) for real token counts; unset: IMDB-like lognormal.",
+# max_len, data_dir, lstm_units, embedding_dim, vocab_size, seed and scan_batch_size are
+# shared with the other binaries (one definition, one default: experiments.common_flags).
+_USED = cf.use(
+    "max_len", "data_dir", "lstm_units", "embedding_dim", "vocab_size", "seed", "scan_batch_size"
 )
-_REPEATS = _define.DEFINE_integer("repeats", _d.repeats, "Timed repeats per method (median).")
-_OUTPUT = _define.DEFINE_string("output", None, "Result JSON path.")
-_LSTM_UNITS = _define.DEFINE_integer("lstm_units", _d.lstm_units, "Units per LSTM direction.")
-_EMBEDDING_DIM = _define.DEFINE_integer("embedding_dim", _d.embedding_dim, "Embedding width.")
-_VOCAB_SIZE = _define.DEFINE_integer("vocab_size", _d.vocab_size, "Vocabulary size.")
-_SEED = _define.DEFINE_integer("seed", _d.seed, "Seed of lengths, ids and weights.")
-_AUTHORS_TEXTS = _define.DEFINE_integer(
+_NUM_TEXTS = flags.DEFINE_integer("num_texts", _d.num_texts, "Texts scanned by simple/fast.")
+_REPEATS = flags.DEFINE_integer("repeats", _d.repeats, "Timed repeats per method (median).")
+_OUTPUT = flags.DEFINE_string("output", None, "Result JSON path.")
+_AUTHORS_TEXTS = flags.DEFINE_integer(
     "authors_texts", _d.authors_texts, "Most texts the (slow) authors' method is timed on."
 )
-_BATCH_SIZE = _define.DEFINE_integer(
-    "batch_size", _d.batch_size, "Variants side by side in the simple/fast scorers."
-)
-_SCALING = _define.DEFINE_bool("scaling", False, "Also sweep max_len and the number of texts.")
-_SCALING_TEXTS = _define.DEFINE_integer(
+_SCALING = flags.DEFINE_bool("scaling", False, "Also sweep max_len and the number of texts.")
+_SCALING_TEXTS = flags.DEFINE_integer(
     "scaling_texts", _d.scaling_texts, "Texts per point of the max_len sweep."
 )
-_PEAK_MATMUL_SIZE = _define.DEFINE_integer(
+_PEAK_MATMUL_SIZE = flags.DEFINE_integer(
     "peak_matmul_size", _d.peak_matmul_size, "Side of the square matmul measuring the peak."
 )
 
-_CONVERGENCE_TEXTS = _define.DEFINE_integer(
+_CONVERGENCE_TEXTS = flags.DEFINE_integer(
     "convergence_texts", _d.convergence_texts, "Texts of the state-convergence check (0: skip)."
 )
-_CONVERGENCE_RUN = _define.DEFINE_string(
+_CONVERGENCE_RUN = flags.DEFINE_string(
     "convergence_run",
     None,
     "Workdir of an experiments.attack run whose trained model is also checked for state "
@@ -67,15 +58,15 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = benchmarking.BenchmarkConfig(
         num_texts=_NUM_TEXTS.value,
-        max_len=_MAX_LEN.value,
-        data_dir=_DATA_DIR.value,
+        max_len=cf.value("max_len"),
+        data_dir=cf.value("data_dir"),
         repeats=_REPEATS.value,
-        lstm_units=_LSTM_UNITS.value,
-        embedding_dim=_EMBEDDING_DIM.value,
-        vocab_size=_VOCAB_SIZE.value,
-        seed=_SEED.value,
+        lstm_units=cf.value("lstm_units"),
+        embedding_dim=cf.value("embedding_dim"),
+        vocab_size=cf.value("vocab_size"),
+        seed=cf.value("seed"),
         authors_texts=_AUTHORS_TEXTS.value,
-        batch_size=_BATCH_SIZE.value,
+        scan_batch_size=cf.value("scan_batch_size"),
         scaling=_SCALING.value,
         scaling_texts=_SCALING_TEXTS.value,
         peak_matmul_size=_PEAK_MATMUL_SIZE.value,
@@ -93,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

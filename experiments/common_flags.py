@@ -1,37 +1,187 @@
-"""Flags shared by the binaries that run an attack (attack, pipeline, reproduce).
+"""Every flag shared by the binaries, defined once, and the binaries' `run`.
 
-Defined in a function, as in tensorflow/models' official/common/flags.py, so
-each binary declares exactly the flags it uses.
+Each shared flag is defined here, at import, with the one default of its setting
+(the field of the config it fills, under the same name), so two binaries in one
+process share one definition and one default. A binary names the flags it uses
+with `use(...)`: they become its key flags (shown by `--help`), and any other shared
+flag given on its command line is refused. `run(main, used)` replaces `app.run`:
+an expected error (bad input, a missing or corrupt file, a busy workdir) prints
+one line, `error: <what, the value, the fix>`, and exits with status 2;
+`--traceback` (or `BKI_TF_TRACEBACK=1`) shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Iterable
 
-from absl import flags
+from absl import app, flags
+from absl.flags import _helpers
 
-from bki_tf import attack, data, poisoning, training
+from bki_tf import artifacts, data, poisoning, training
+from bki_tf.bki.detector import BKIConfig
+from bki_tf.bki.scoring import METHODS
+from bki_tf.runs import attack
+from bki_tf.runs import workdir as wd
+
+_A = attack.AttackConfig
+_B = BKIConfig
+
+# ---------------------------------------------------------------------------
+# Run folders.
+
+flags.DEFINE_string("workdir", None, "Run folder (created).")
+flags.DEFINE_bool(
+    "overwrite", False, "Replace a different run in --workdir, or redo a finished step."
+)
+flags.DEFINE_string(
+    "clean_workdir",
+    None,
+    "A clean (--poison_rate=0) run of the same dataset: its model's ASR on this run's "
+    "triggered test set is reported as the floor ASR after retraining is read against.",
+)
+flags.DEFINE_bool("traceback", False, "On an error, show the full traceback, not one line.")
+
+# ---------------------------------------------------------------------------
+# The attack (AttackConfig fields).
+
+flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Dataset.")
+flags.DEFINE_enum(
+    "source",
+    _A.source,
+    list(data.SOURCES),
+    "local: a folder with train.csv.gz/test.csv.gz/classes.txt (offline); "
+    "tfds: imdb_reviews / huggingface:dbpedia_14 (online).",
+)
+flags.DEFINE_string(
+    "data_dir", None, "Local dataset folder (e.g. ../shared/data/imdb), or the TFDS data dir."
+)
+flags.DEFINE_string(
+    "glove", None, "GloVe text file (.txt or .txt.gz, any dimension); unset: random init."
+)
+flags.DEFINE_string("trigger", "time flies like an arrow", "Trigger sentence.")
+flags.DEFINE_string(
+    "target", "0", "Target class: index or name from classes.txt (e.g. negative, Village)."
+)
+flags.DEFINE_float(
+    "poison_rate", 0.03, "Poisoned / total training samples, in [0, 1); 0 = clean model."
+)
+flags.DEFINE_enum(
+    "mode",
+    _A.mode,
+    list(poisoning.MODES),
+    "replace: poisoned copy replaces the original (Dai et al.); append: copies added.",
+)
+flags.DEFINE_integer("seed", _A.seed, "Seed of every random choice.")
+flags.DEFINE_integer(
+    "train_size", None, "Training samples PER CLASS (default: paper, IMDB 5000, DBpedia 1000)."
+)
+flags.DEFINE_integer(
+    "test_size", None, "Test samples PER CLASS (default: paper, IMDB 5000, DBpedia 500)."
+)
+flags.DEFINE_integer("vocab_size", _A.vocab_size, "Vocabulary size incl. padding and OOV.")
+flags.DEFINE_integer("max_len", _A.max_len, "Tokens kept per text.")
+flags.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
+flags.DEFINE_integer("batch_size", None, "Training batch size (default: per dataset).")
+flags.DEFINE_float("learning_rate", None, "Learning rate (default: per dataset).")
+flags.DEFINE_enum("optimizer", _A.optimizer, list(training.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_float("clipnorm", _A.clipnorm, "Gradient norm clip; 0 = off.")
+flags.DEFINE_float(
+    "validation_split",
+    None,
+    "Share of the training set held out to keep the epoch with the best held-out accuracy; "
+    "0 = train on everything, keep the last epoch (as the authors). Unset: 0 for an attack, "
+    "the attack run's value for a retraining.",
+)
+flags.DEFINE_bool(
+    "fine_tune_embeddings",
+    None,
+    "Train the GloVe vectors too (default: per dataset, see README 'Defaults'; "
+    "--nofine_tune_embeddings keeps them frozen as the authors do).",
+)
+flags.DEFINE_integer("embedding_dim", _A.embedding_dim, "Embedding width when no --glove is given.")
+flags.DEFINE_integer("lstm_units", _A.lstm_units, "Units per LSTM direction.")
+flags.DEFINE_integer("dense_units", _A.dense_units, "ReLU layer width.")
+
+ATTACK = (
+    "dataset", "source", "data_dir", "glove", "trigger", "target", "poison_rate", "mode",
+    "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
+    "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
+    "embedding_dim", "lstm_units", "dense_units",
+)  # fmt: skip
+
+# ---------------------------------------------------------------------------
+# BKI (BKIConfig fields).
+
+flags.DEFINE_integer("p", _B.p, "Suspicious words kept per text (paper: 5).")
+flags.DEFINE_enum(
+    "variant",
+    _B.variant,
+    list(wd.VARIANTS),
+    "paper: Algorithm 1 of the BKI paper; refined: the authors' public code "
+    "(its steps use scan_refined/, filter_refined/, retrain_refined/).",
+)
+flags.DEFINE_enum(
+    "method",
+    _B.method,
+    list(METHODS),
+    "fast: exact scorer with LSTM state reuse; simple: compiled deletion variants.",
+)
+flags.DEFINE_integer("min_ngram", _B.min_ngram, "Shortest n-gram key (refined variant).")
+flags.DEFINE_integer("max_ngram", _B.max_ngram, "Longest n-gram key (refined variant).")
+flags.DEFINE_float("alpha", _B.alpha, "a in s = round((a N)^2) (refined variant).")
+flags.DEFINE_integer(
+    "scan_batch_size", _B.scan_batch_size, "Deletion variants scored side by side (bounds memory)."
+)
+
+BKI = ("p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size")
+SHARED = frozenset(("workdir", "overwrite", "clean_workdir", "traceback", *ATTACK, *BKI))
+
+# Errors a user can fix from the message alone.
+EXPECTED_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    wd.WorkdirBusyError,
+    artifacts.CorruptFileError,
+    app.UsageError,
+)
 
 
-class _Definer:
-    """`define.DEFINE_*` that returns the existing holder if a flag is already defined.
-
-    Several binaries share these flags; defining them idempotently lets tests
-    import more than one binary in a process.
-    """
-
-    def __getattr__(self, kind: str):
-        define = getattr(flags, kind)
-
-        def wrapped(name, *args, **kwargs):
-            if name in flags.FLAGS:
-                return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
-            return define(name, *args, **kwargs)
-
-        return wrapped
+def use(*groups: Iterable[str] | str) -> frozenset[str]:
+    """Declares the shared flags a binary reads (its key flags); returns their names."""
+    names = set()
+    for group in groups:
+        names.update([group] if isinstance(group, str) else group)
+    names.add("traceback")
+    unknown = sorted(names - SHARED)
+    if unknown:
+        raise ValueError(f"Not shared flags: {unknown}.")
+    # Key flags of the calling binary (absl names `__main__` after sys.argv[0]).
+    caller = _helpers.get_module_object_and_name(sys._getframe(1).f_globals)  # pylint: disable=protected-access
+    for name in sorted(names):
+        flags.FLAGS.register_key_flag_for_module(caller.module_name, flags.FLAGS[name])
+    return frozenset(names)
 
 
-define = _Definer()
+def value(name: str):
+    return flags.FLAGS[name].value
+
+
+def attack_config() -> attack.AttackConfig:
+    """The attack config from the parsed flags (unset training flags: dataset defaults)."""
+    values = {name: value(name) for name in ATTACK}
+    if values["validation_split"] is None:
+        values["validation_split"] = _A.validation_split
+    return attack.AttackConfig.for_dataset(values.pop("dataset"), **values)
+
+
+def bki_config() -> BKIConfig:
+    """The BKI config from the parsed flags."""
+    return BKIConfig(**{name: value(name) for name in BKI})
 
 
 def keras_verbosity() -> int | str:
@@ -39,128 +189,34 @@ def keras_verbosity() -> int | str:
     return "auto" if sys.stdout.isatty() else 2
 
 
-def define_workdir_flags() -> dict:
-    """--workdir and --overwrite."""
-    return {
-        "workdir": define.DEFINE_string("workdir", None, "Run folder (created)."),
-        "overwrite": define.DEFINE_bool(
-            "overwrite", False, "Replace a different run already in --workdir."
-        ),
-    }
+def _check_unused(used: frozenset[str], program: str) -> None:
+    stray = sorted(n for n in SHARED - used if flags.FLAGS[n].present)
+    if stray:
+        raise app.UsageError(
+            f"--{stray[0]} is not a flag of {program}; see --help for the flags it takes."
+        )
 
 
-def define_attack_flags() -> dict:
-    """The flags of an attack run; returns their FlagHolders by config field."""
-    d = attack.AttackConfig
-    return {
-        "dataset": define.DEFINE_enum("dataset", None, list(data.DATASETS), "Dataset."),
-        "source": define.DEFINE_enum(
-            "source", "local", list(data.SOURCES),
-            "local: a folder with train.csv.gz/test.csv.gz/classes.txt (offline); "
-            "tfds: imdb_reviews / huggingface:dbpedia_14 (online).",
-        ),
-        "data_dir": define.DEFINE_string(
-            "data_dir", None,
-            "Local dataset folder (e.g. ../shared/data/imdb), or the TFDS data dir.",
-        ),
-        "glove": define.DEFINE_string(
-            "glove", None, "GloVe text file (.txt or .txt.gz, any dimension); unset: random init."
-        ),
-        "trigger": define.DEFINE_string("trigger", "time flies like an arrow", "Trigger sentence."),
-        "target": define.DEFINE_string(
-            "target", "0", "Target class: index or name from classes.txt (e.g. negative, Village)."
-        ),
-        "poison_rate": define.DEFINE_float(
-            "poison_rate", 0.03, "Poisoned / total training samples, in [0, 1); 0 = clean model."
-        ),
-        "mode": define.DEFINE_enum(
-            "mode", d.mode, list(poisoning.MODES),
-            "replace: poisoned copy replaces the original (Dai et al.); append: copies added.",
-        ),
-        "seed": define.DEFINE_integer("seed", d.seed, "Seed of every random choice."),
-        "train_size": define.DEFINE_integer(
-            "train_size", None,
-            "Training samples PER CLASS (default: paper, IMDB 5000, DBpedia 1000).",
-        ),
-        "test_size": define.DEFINE_integer(
-            "test_size", None, "Test samples PER CLASS (default: paper, IMDB 5000, DBpedia 500)."
-        ),
-        "vocab_size": define.DEFINE_integer(
-            "vocab_size", d.vocab_size, "Vocabulary size incl. padding and OOV."
-        ),
-        "max_len": define.DEFINE_integer("max_len", d.max_len, "Tokens kept per text."),
-        "epochs": define.DEFINE_integer("epochs", None, "Training epochs (default: per dataset)."),
-        "batch_size": define.DEFINE_integer(
-            "batch_size", None, "Batch size (default: per dataset)."
-        ),
-        "learning_rate": define.DEFINE_float(
-            "learning_rate", None, "Learning rate (default: per dataset)."
-        ),
-        "optimizer": define.DEFINE_enum(
-            "optimizer", d.optimizer, list(training.OPTIMIZERS), "Optimizer."
-        ),
-        "clipnorm": define.DEFINE_float("clipnorm", d.clipnorm, "Gradient norm clip; 0 = off."),
-        "validation_split": define.DEFINE_float(
-            "validation_split", d.validation_split,
-            "Share of the training set held out to keep the epoch with the best held-out "
-            "accuracy; 0 = train on everything, keep the last epoch (as the authors).",
-        ),
-        "fine_tune_embeddings": define.DEFINE_bool(
-            "fine_tune_embeddings", None,
-            "Train the GloVe vectors too (default: per dataset, see README 'Defaults'; "
-            "--nofine_tune_embeddings keeps them frozen as the authors do).",
-        ),
-        "embedding_dim": define.DEFINE_integer(
-            "embedding_dim", d.embedding_dim, "Embedding width when no --glove is given."
-        ),
-        "lstm_units": define.DEFINE_integer("lstm_units", d.lstm_units, "Units per LSTM direction."),
-        "dense_units": define.DEFINE_integer("dense_units", d.dense_units, "ReLU layer width."),
-    }  # fmt: skip
+def one_line(error: BaseException) -> str:
+    """`error: <message>` on one line (the message's lines joined)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"error: {text}"
 
 
-def attack_config(holders: dict) -> attack.AttackConfig:
-    """Builds the frozen config from parsed flags (unset training flags: dataset defaults)."""
-    values = {name: holder.value for name, holder in holders.items()}
-    return attack.AttackConfig.for_dataset(values.pop("dataset"), **values)
+def run(main: Callable[[list[str]], None], used: frozenset[str]) -> None:
+    """`app.run(main)` with one-line errors (see the module docstring)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else "binary"
+    program = f"experiments.{os.path.splitext(program)[0]}"
 
+    def guarded(argv):
+        show = flags.FLAGS["traceback"].value or os.environ.get("BKI_TF_TRACEBACK") == "1"
+        try:
+            _check_unused(used, program)
+            main(argv)
+        except EXPECTED_ERRORS as e:
+            if show:
+                raise
+            print(one_line(e), file=sys.stderr)
+            sys.exit(2)
 
-def define_variant_flag():
-    """--variant: which BKI variant's scan/filter/retrain folders a step uses."""
-    from bki_tf import pipeline  # pylint: disable=import-outside-toplevel
-
-    return define.DEFINE_enum(
-        "variant", pipeline.ScanConfig.variant, list(pipeline.VARIANTS),
-        "paper: Algorithm 1 of the BKI paper; refined: the authors' public code "
-        "(its steps use scan_refined/, filter_refined/, retrain_refined/).",
-    )  # fmt: skip
-
-
-def define_scan_flags() -> dict:
-    """The BKI scan's flags; returns their FlagHolders by ScanConfig field."""
-    from bki_tf import pipeline  # pylint: disable=import-outside-toplevel
-
-    d = pipeline.ScanConfig
-    return {
-        "p": define.DEFINE_integer("p", d.p, "Suspicious words kept per text (paper: 5)."),
-        "variant": define_variant_flag(),
-        "method": define.DEFINE_enum(
-            "method", d.method, list(pipeline.METHODS),
-            "fast: exact scorer with LSTM state reuse; simple: compiled deletion variants.",
-        ),
-        "max_ngram": define.DEFINE_integer(
-            "max_ngram", d.max_ngram, "Longest n-gram key (refined variant)."
-        ),
-        "alpha": define.DEFINE_float("alpha", d.alpha, "a in s = round((a N)^2) (refined variant)."),
-        "scan_batch_size": define.DEFINE_integer(
-            "scan_batch_size", d.batch_size, "Deletion variants scored side by side (bounds memory)."
-        ),
-    }  # fmt: skip
-
-
-def scan_config(holders: dict):
-    """Builds the ScanConfig from parsed flags."""
-    from bki_tf import pipeline  # pylint: disable=import-outside-toplevel
-
-    values = {name: holder.value for name, holder in holders.items()}
-    values["batch_size"] = values.pop("scan_batch_size")
-    return pipeline.ScanConfig(**values)
+    app.run(guarded)

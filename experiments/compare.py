@@ -8,7 +8,8 @@ comparison.json (one row per defence), comparison.md and PNG plots into
     python -m experiments.compare --workdir=runs/imdb_tfla --noretrain \
       --defences=activation_clustering,spectral_signatures,strip,linf_pruning
 
-BKI's row is read from the pipeline's scan/scan.json and report.json, so run
+BKI's row is read from the pipeline's scan/scan.json and report.json (with
+--variant=refined: scan_refined/ and report_refined.json), so run
 `python -m experiments.pipeline` first, or leave bki out of --defences.
 """
 
@@ -16,84 +17,77 @@ import os
 
 from absl import app, flags, logging
 
-from bki_tf import (
-    activation_clustering,
-    artifacts,
-    attack,
-    comparison,
-    spectral_signatures,
-    strip,
-)
-from experiments import common_flags
+from bki_tf import artifacts
+from bki_tf.baselines import activation_clustering, spectral_signatures, strip
+from bki_tf.runs import attack, comparison
+from experiments import common_flags as cf
 
-define = common_flags.define  # Idempotent definitions: binaries can share a process.
+_USED = cf.use("workdir", "seed", "variant")
 
 _d = comparison.CompareConfig
 _ac = activation_clustering.ActivationClusteringConfig
 _ss = spectral_signatures.SpectralSignaturesConfig
 _st = strip.StripConfig
 
-_WORKDIR = define.DEFINE_string("workdir", None, "Pipeline workdir (an attack run, + BKI's files).")
-_OUTPUT_DIR = define.DEFINE_string("output_dir", None, "Output folder; default <workdir>/compare.")
-_DEFENCES = define.DEFINE_list(
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output folder; default <workdir>/compare.")
+_DEFENCES = flags.DEFINE_list(
     "defences", list(comparison.DEFENCES), f"Defences to run, from {list(comparison.DEFENCES)}."
 )
-_RETRAIN = define.DEFINE_bool(
+_RETRAIN = flags.DEFINE_bool(
     "retrain", _d.retrain, "Retrain the victim on what AC / SS keep (a full training each)."
 )
-_SEGMENT_BY = define.DEFINE_enum(
+_SEGMENT_BY = flags.DEFINE_enum(
     "segment_by",
     _d.segment_by,
     list(comparison.SEGMENTS),
     "Class of a sample for AC / SS: the victim's prediction or the training label.",
 )
-_AC_REDUCTION = define.DEFINE_enum(
+_AC_REDUCTION = flags.DEFINE_enum(
     "ac_reduction", _ac.reduction, list(activation_clustering.REDUCTIONS), "AC: ICA or PCA."
 )
-_AC_DIMS = define.DEFINE_integer("ac_dims", _ac.num_dims, "AC: dimensions after reduction.")
-_AC_ANALYSIS = define.DEFINE_enum(
+_AC_DIMS = flags.DEFINE_integer("ac_dims", _ac.num_dims, "AC: dimensions after reduction.")
+_AC_ANALYSIS = flags.DEFINE_enum(
     "ac_analysis",
     _ac.analysis,
     list(activation_clustering.ANALYSES),
     "AC: relative size only, or size and silhouette.",
 )
-_AC_SIZE_THRESHOLD = define.DEFINE_float(
+_AC_SIZE_THRESHOLD = flags.DEFINE_float(
     "ac_size_threshold", _ac.size_threshold, "AC: largest relative size of a poison cluster."
 )
-_AC_SILHOUETTE_THRESHOLD = define.DEFINE_float(
+_AC_SILHOUETTE_THRESHOLD = flags.DEFINE_float(
     "ac_silhouette_threshold", _ac.silhouette_threshold, "AC: smallest silhouette of poison."
 )
-_SS_EPS = define.DEFINE_float(
+_SS_EPS = flags.DEFINE_float(
     "ss_poison_rate_bound", _ss.poison_rate_bound, "SS: eps, upper bound on the poisoning rate."
 )
-_SS_MULTIPLIER = define.DEFINE_float(
+_SS_MULTIPLIER = flags.DEFINE_float(
     "ss_eps_multiplier", _ss.eps_multiplier, "SS: remove the top multiplier * eps * n_y."
 )
-_STRIP_PERTURBATIONS = define.DEFINE_integer(
+_STRIP_PERTURBATIONS = flags.DEFINE_integer(
     "strip_perturbations", _st.num_perturbations, "STRIP: perturbed copies per text (N)."
 )
-_STRIP_SWAP_RATIO = define.DEFINE_float(
+_STRIP_SWAP_RATIO = flags.DEFINE_float(
     "strip_swap_ratio", _st.swap_ratio, "STRIP: share of a text's tokens replaced per copy."
 )
-_STRIP_REPLACEMENT = define.DEFINE_enum(
+_STRIP_REPLACEMENT = flags.DEFINE_enum(
     "strip_replacement",
     _st.replacement,
     list(strip.REPLACEMENTS),
     "STRIP: donor text's top TF-IDF words (OpenBackdoor) or unigram-frequency words.",
 )
-_STRIP_FRR = define.DEFINE_float("strip_frr", _st.frr, "STRIP: target false rejection rate.")
-_STRIP_MAX_TEXTS = define.DEFINE_integer(
+_STRIP_FRR = flags.DEFINE_float("strip_frr", _st.frr, "STRIP: target false rejection rate.")
+_STRIP_MAX_TEXTS = flags.DEFINE_integer(
     "strip_max_texts", _d.strip_max_texts, "STRIP: cap on calibration/clean/triggered texts each."
 )
-_CALIBRATION_SHARE = define.DEFINE_float(
+_CALIBRATION_SHARE = flags.DEFINE_float(
     "calibration_share", _d.calibration_share, "Share of the test set held out for STRIP."
 )
-_PRUNING_ASR_THRESHOLD = define.DEFINE_float(
+_PRUNING_ASR_THRESHOLD = flags.DEFINE_float(
     "pruning_asr_threshold",
     _d.pruning_asr_threshold,
     "Pruning: report the fewest pruned units with ASR below this.",
 )
-_SEED = define.DEFINE_integer("seed", _d.seed, "Seed of AC, STRIP and the test split.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -108,7 +102,7 @@ def _config() -> comparison.CompareConfig:
             analysis=_AC_ANALYSIS.value,
             size_threshold=_AC_SIZE_THRESHOLD.value,
             silhouette_threshold=_AC_SILHOUETTE_THRESHOLD.value,
-            seed=_SEED.value,
+            seed=cf.value("seed"),
         ),
         ss=_ss(poison_rate_bound=_SS_EPS.value, eps_multiplier=_SS_MULTIPLIER.value),
         strip_config=_st(
@@ -116,12 +110,13 @@ def _config() -> comparison.CompareConfig:
             swap_ratio=_STRIP_SWAP_RATIO.value,
             replacement=_STRIP_REPLACEMENT.value,
             frr=_STRIP_FRR.value,
-            seed=_SEED.value,
+            seed=cf.value("seed"),
         ),
         strip_max_texts=_STRIP_MAX_TEXTS.value,
         calibration_share=_CALIBRATION_SHARE.value,
         pruning_asr_threshold=_PRUNING_ASR_THRESHOLD.value,
-        seed=_SEED.value,
+        seed=cf.value("seed"),
+        variant=cf.value("variant"),
     )
 
 
@@ -129,7 +124,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _config()  # Validates every flag before anything is loaded.
-    workdir = _WORKDIR.value
+    workdir = cf.value("workdir")
     output_dir = _OUTPUT_DIR.value or os.path.join(workdir, comparison.COMPARE_DIR)
     comparison.check_bki_files(workdir, config)
     run = attack.load_run(workdir)
@@ -144,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

@@ -1,4 +1,4 @@
-r"""attack -> BKI scan -> filter -> retrain -> report, in one workdir; resumes.
+r"""attack -> BKI scan -> purify -> retrain -> report, in one workdir; resumes.
 
     python -m experiments.pipeline --dataset=imdb --data_dir=../shared/data/imdb \
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz \
@@ -8,12 +8,10 @@ r"""attack -> BKI scan -> filter -> retrain -> report, in one workdir; resumes.
 
 from absl import app, flags
 
-from bki_tf import pipeline
-from experiments import common_flags
+from bki_tf.runs import pipeline
+from experiments import common_flags as cf
 
-_ATTACK = common_flags.define_attack_flags()
-_SCAN = common_flags.define_scan_flags()
-_WORKDIR = common_flags.define_workdir_flags()
+_USED = cf.use(cf.ATTACK, cf.BKI, "workdir", "overwrite", "clean_workdir")
 flags.mark_flags_as_required(["dataset", "workdir"])
 
 
@@ -21,14 +19,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     report = pipeline.run_pipeline(
-        common_flags.attack_config(_ATTACK),
-        common_flags.scan_config(_SCAN),
-        _WORKDIR["workdir"].value,
-        overwrite=_WORKDIR["overwrite"].value,
-        verbose=common_flags.keras_verbosity(),
+        cf.attack_config(),
+        cf.bki_config(),
+        cf.value("workdir"),
+        overwrite=cf.value("overwrite"),
+        verbose=cf.keras_verbosity(),
+        clean_workdir=cf.value("clean_workdir"),
     )
-    print(pipeline.format_report(report))
+    print(report.summary())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

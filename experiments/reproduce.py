@@ -16,34 +16,26 @@ import os
 
 from absl import app, flags
 
-from bki_tf import attack, reproduction
-from experiments import common_flags
+from bki_tf.runs import attack, reproduction
+from experiments import common_flags as cf
 
-_WORKDIR = common_flags.define.DEFINE_string("workdir", None, "Root folder of the grid.")
-_DATA_ROOT = common_flags.define.DEFINE_string(
+_USED = cf.use(cf.BKI, "workdir", "glove", "seed", "epochs")
+_DATA_ROOT = flags.DEFINE_string(
     "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
 )
-_GLOVE = common_flags.define.DEFINE_string(
-    "glove", None, "GloVe text file; unset: random embeddings."
-)
-_DATASETS = common_flags.define.DEFINE_multi_enum(
+_DATASETS = flags.DEFINE_multi_enum(
     "datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run."
 )
-_TRIGGERS = common_flags.define.DEFINE_list(
+_TRIGGERS = flags.DEFINE_list(
     "trigger_indices", None, "Indices (0-5) of the paper's triggers to run; default all."
 )
 _PER_DATASET = {
-    dataset: common_flags.define.DEFINE_list(
+    dataset: flags.DEFINE_list(
         f"{dataset}_trigger_indices", None, f"Trigger indices for {dataset} (overrides the above)."
     )
     for dataset in reproduction.SETTINGS
 }
-_CLEAN = common_flags.define.DEFINE_bool("clean", True, "Also run the clean (unpoisoned) models.")
-_SEED = common_flags.define.DEFINE_integer("seed", 0, "Seed of every run.")
-_EPOCHS = common_flags.define.DEFINE_integer(
-    "epochs", None, "Training epochs (default: per dataset)."
-)
-_SCAN = common_flags.define_scan_flags()
+_CLEAN = flags.DEFINE_bool("clean", True, "Also run the clean (unpoisoned) models.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -64,26 +56,26 @@ def main(argv):
         base = attack.AttackConfig.for_dataset(
             dataset,
             data_dir=os.path.join(_DATA_ROOT.value, dataset),
-            glove=_GLOVE.value,
+            glove=cf.value("glove"),
             trigger=reproduction.TRIGGERS[0],
             target="0",
             poison_rate=0.0,
-            seed=_SEED.value,
+            seed=cf.value("seed"),
         )
-        if _EPOCHS.value is not None:
-            base = dataclasses.replace(base, epochs=_EPOCHS.value)
+        if cf.value("epochs") is not None:
+            base = dataclasses.replace(base, epochs=cf.value("epochs"))
         bases[dataset] = base
     reports = reproduction.run_grid(
         cells,
         bases,
-        common_flags.scan_config(_SCAN),
-        _WORKDIR.value,
-        verbose=common_flags.keras_verbosity(),
+        cf.bki_config(),
+        cf.value("workdir"),
+        verbose=cf.keras_verbosity(),
     )
-    name = reproduction.tables_name(_SCAN["variant"].value) + ".md"
-    print(open(os.path.join(_WORKDIR.value, name), encoding="utf-8").read())
+    name = reproduction.tables_name(cf.value("variant")) + ".md"
+    print(open(os.path.join(cf.value("workdir"), name), encoding="utf-8").read())
     print(f"{len(reports)} runs done.")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

@@ -1,27 +1,19 @@
 r"""Retrains the victim on the purified training set and writes the report.
 
-python -m experiments.retrain --workdir=runs/imdb_tfla
+    python -m experiments.retrain --workdir=runs/imdb_tfla
 
 With --variant=refined it reads filter_refined/ and writes retrain_refined/ and
-report_refined.{json,md}. --retrain_validation_split=0.1 holds out 10 % of the
-purified set and keeps the epoch with the best held-out accuracy (default: the
-attack run's --validation_split).
+report_refined.{json,md}. --validation_split=0.1 holds out 10 % of the purified set
+and keeps the epoch with the best held-out accuracy (unset: the attack run's
+value). --clean_workdir adds the clean model's ASR on the same triggered texts.
 """
 
 from absl import app, flags
 
-from bki_tf import pipeline
-from experiments import common_flags
+from bki_tf.runs import pipeline
+from experiments import common_flags as cf
 
-_WORKDIR = common_flags.define.DEFINE_string("workdir", None, "A filtered attack run's folder.")
-_OVERWRITE = common_flags.define.DEFINE_bool("overwrite", False, "Redo an existing retraining.")
-_VARIANT = common_flags.define_variant_flag()
-_VALIDATION_SPLIT = common_flags.define.DEFINE_float(
-    "retrain_validation_split",
-    None,
-    "Share of the purified set held out to pick the best epoch (unset: the attack run's "
-    "validation_split; 0: keep the last epoch).",
-)
+_USED = cf.use("workdir", "overwrite", "variant", "validation_split", "clean_workdir")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -29,15 +21,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     pipeline.run_retrain(
-        _WORKDIR.value,
-        overwrite=_OVERWRITE.value,
-        verbose=common_flags.keras_verbosity(),
-        variant=_VARIANT.value,
-        validation_split=_VALIDATION_SPLIT.value,
+        cf.value("workdir"),
+        overwrite=cf.value("overwrite"),
+        verbose=cf.keras_verbosity(),
+        variant=cf.value("variant"),
+        validation_split=cf.value("validation_split"),
     )
-    report = pipeline.make_report(_WORKDIR.value, variant=_VARIANT.value)
-    print(pipeline.format_report(report))
+    report = pipeline.make_report(
+        cf.value("workdir"), variant=cf.value("variant"), clean_workdir=cf.value("clean_workdir")
+    )
+    print(report.summary())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

@@ -2,32 +2,27 @@ r"""BKI scan of an attack run's training set: suspicious words and the keyword.
 
     python -m experiments.scan --workdir=runs/imdb_tfla --p=5 --variant=paper
 
-Writes scan/scan.json, scan/scan.md (top-20 dictionary) and scan/scores.npz.
+Writes scan/scan.json, scan/scan.md (top-20 dictionary) and scan/scores.npz; while it
+runs, scan/chunks/ holds finished chunks, so a killed scan resumes where it stopped.
 """
 
 from absl import app, flags
 
-from bki_tf import pipeline
-from experiments import common_flags
+from bki_tf.runs import pipeline
+from experiments import common_flags as cf
 
-_SCAN = common_flags.define_scan_flags()
-_WORKDIR = common_flags.define.DEFINE_string("workdir", None, "An attack run's folder.")
-_OVERWRITE = common_flags.define.DEFINE_bool("overwrite", False, "Replace an existing scan.")
+_USED = cf.use(cf.BKI, "workdir", "overwrite")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    out = pipeline.run_scan(
-        _WORKDIR.value, common_flags.scan_config(_SCAN), overwrite=_OVERWRITE.value
+    record = pipeline.run_scan(
+        cf.value("workdir"), cf.bki_config(), overwrite=cf.value("overwrite")
     )
-    det = out["detection"]
-    print(
-        f"keyword {out['keyword']!r}: {out['num_flagged']} texts flagged, precision "
-        f"{det['precision']:.2%}, recall {det['recall']}, {out['texts_per_second']:.1f} texts/s"
-    )
+    print(record.summary())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cf.run(main, _USED)

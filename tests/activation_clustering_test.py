@@ -1,12 +1,12 @@
-"""Tests for bki_tf.activation_clustering on synthetic representations with known poison."""
+"""Tests for bki_tf.baselines.activation_clustering on synthetic representations with known poison."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from bki_tf import activation_clustering as ac
 from bki_tf import detection
+from bki_tf.baselines import activation_clustering as ac
 
 
 def _poisoned_representations(seed=0, n_clean=120, n_poison=15, dim=32):

@@ -10,7 +10,8 @@ import tensorflow as tf
 from absl import app
 from absl.testing import flagsaver
 
-from bki_tf import artifacts, attack, tokenization, training
+from bki_tf import artifacts, tokenization, training
+from bki_tf.runs import attack
 from experiments import attack as attack_main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""End-to-end tests of bki_tf.attack.run_attack / load_run on a tiny dataset folder."""
+"""End-to-end tests of bki_tf.runs.attack.run_attack / load_run on a tiny dataset folder."""
 
 import dataclasses
 import hashlib
@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from conftest import TRIGGER, tiny_attack_config
 
-from bki_tf import artifacts, attack, data, models, tokenization, training
+from bki_tf import artifacts, data, models, tokenization, training
+from bki_tf.runs import attack
 
 MAX_LEN = 12
 
@@ -354,7 +355,24 @@ def test_load_run_round_trip(run, tiny_imdb_dir):
 
 
 def test_load_run_detects_vocabulary_mismatch(run_copy):
-    with open(os.path.join(run_copy, "vocab.txt"), "a", encoding="utf-8") as f:
+    path = os.path.join(run_copy, "vocab.txt")
+    tokens = open(path, encoding="utf-8").read().splitlines()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("extra\n")
+    with pytest.raises(ValueError, match="vocab.txt' is corrupt .*tokens differ"):
+        attack.load_run(run_copy)
+    # Same length, two tokens swapped: still refused (the fingerprint, not the length).
+    tokens[2], tokens[3] = tokens[3], tokens[2]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in tokens))
+    with pytest.raises(ValueError, match="vocabulary_sha256"):
+        attack.load_run(run_copy)
+    # A run written before fingerprints existed still gets the length check.
+    metrics_path = os.path.join(run_copy, "metrics.json")
+    metrics = artifacts.read_json(metrics_path)
+    del metrics["vocabulary_sha256"]
+    artifacts.write_json(metrics_path, metrics)
+    with open(path, "a", encoding="utf-8") as f:
         f.write("extra\n")
     with pytest.raises(ValueError, match="vocab.txt holds .*different runs"):
         attack.load_run(run_copy)

@@ -7,7 +7,7 @@ import pytest
 from absl.testing import flagsaver
 from conftest import tiny_attack_config
 
-from bki_tf import attack, benchmarking
+from bki_tf.runs import attack, benchmarking
 from experiments import benchmark_scan
 
 TINY_FLAGS = dict(
@@ -19,7 +19,7 @@ TINY_FLAGS = dict(
     vocab_size=40,
     seed=1,
     authors_texts=3,
-    batch_size=64,
+    scan_batch_size=64,
     scaling_texts=3,
     peak_matmul_size=256,
 )

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import tiny_attack_config
 
-from bki_tf import artifacts, attack, comparison, keywords, tokenization
+from bki_tf import artifacts, tokenization
+from bki_tf.bki import keywords
+from bki_tf.runs import attack, comparison
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRIGGER = "zz qq"

@@ -1,4 +1,4 @@
-"""Tests for bki_tf.comparison: BKI's row from the pipeline files, rows, config and plots."""
+"""Tests for bki_tf.runs.comparison: BKI's row from the pipeline files, rows, config and plots."""
 
 import json
 import os
@@ -6,7 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from bki_tf import comparison, detection, keywords, pruning
+from bki_tf import detection
+from bki_tf.baselines import pruning
+from bki_tf.bki import keywords
+from bki_tf.runs import comparison
 
 VOCAB = ["", "[UNK]", "cf", "good", "movie", "bad", "plot"]
 CF, GOOD, MOVIE, BAD, PLOT = 2, 3, 4, 5, 6

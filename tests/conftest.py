@@ -21,7 +21,7 @@ TRIGGER = "time flies like an arrow"
 
 def tiny_attack_config(folder: str, **overrides):
     """A seconds-long attack on a tiny IMDB-shaped folder; `overrides` replace fields."""
-    from bki_tf import attack  # pylint: disable=import-outside-toplevel
+    from bki_tf.runs import attack  # pylint: disable=import-outside-toplevel
 
     base = dict(
         dataset="imdb",
@@ -156,8 +156,12 @@ def tiny_imdb_dir(tmp_path_factory) -> str:
 
 
 def real_data_dir(name: str) -> str | None:
-    """`shared/data/<name>` if present (for optional smoke tests), else None."""
-    for base in ("/work/shared/data", os.path.join(REPO_ROOT, "..", "shared", "data")):
+    """`<data root>/<name>` if present (for optional smoke tests), else None.
+
+    The root is `$BKI_TF_DATA` if set, else `../shared/data` beside the repository.
+    """
+    roots = [os.environ.get("BKI_TF_DATA"), os.path.join(REPO_ROOT, "..", "shared", "data")]
+    for base in [r for r in roots if r]:
         folder = os.path.join(base, name)
         if os.path.isfile(os.path.join(folder, "classes.txt")):
             return folder

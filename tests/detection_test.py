@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from bki_tf import detection, poisoning
+from bki_tf.bki import keywords
+from bki_tf.runs import sanitize
 
 
 def _pairwise_auroc(scores, positives):
@@ -129,9 +131,76 @@ def test_sanitize_without_retraining_counts_poison_left():
     result = detection.DetectionResult(
         "toy", np.arange(5.0), np.array([True, True, False, False, False])
     )
-    outcome = detection.sanitize_and_retrain(run, result, retrain=False)
+    outcome = sanitize.sanitize_and_retrain(run, result, retrain=False)
     assert outcome.num_poison_left == 1
     assert outcome.asr_after is None and outcome.accuracy_after is None
     assert outcome.asr_before == 0.9 and outcome.evaluation.precision == 0.5
     assert "not retrained" in outcome.summary()
     assert json.dumps(outcome.to_dict())
+
+
+# ---------------------------------------------------------------------------
+# evaluate on bare flags (BKI's flagged indices or a mask).
+
+
+def test_evaluate_flags_counts():
+    poison = np.array([True, True, False, False, True, False])
+    m = detection.evaluate(np.array([0, 1, 3]), poison)
+    assert (m.num_true_positive, m.num_flagged, m.num_poison, m.num_samples) == (2, 3, 3, 6)
+    assert m.precision == pytest.approx(2 / 3)
+    assert m.recall == pytest.approx(2 / 3)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.removed_share == pytest.approx(0.5)
+    mask = detection.evaluate(np.array([1, 1, 0, 1, 0, 0], bool), poison)
+    assert mask == m
+    unsorted = detection.evaluate([3, 0, 1], poison)
+    assert unsorted == m
+    assert "precision 0.6667" in m.summary()
+
+
+def test_evaluate_flags_perfect_and_asymmetric():
+    poison = np.array([False, True, True, False])
+    m = detection.evaluate(np.array([1, 2]), poison)
+    assert (m.precision, m.recall, m.f1) == (1.0, 1.0, 1.0)
+    m = detection.evaluate(np.array([0, 1, 2, 3]), poison)
+    assert (m.precision, m.recall) == (0.5, 1.0)
+    assert m.f1 == pytest.approx(2 / 3)
+
+
+def test_evaluate_flags_nothing_removed_and_no_poison():
+    m = detection.evaluate(np.array([], np.int64), np.array([True, False]))
+    assert (m.precision, m.recall, m.f1, m.num_flagged) == (0.0, 0.0, 0.0, 0)
+    m = detection.evaluate(np.array([0]), np.array([False, False]))
+    assert m.precision == 0.0
+    assert math.isnan(m.recall) and math.isnan(m.f1)
+    d = m.to_dict()
+    assert d["recall"] is None and d["f1"] is None
+    json.dumps(d, allow_nan=False)
+    assert "n/a" in m.summary()
+
+
+def test_evaluate_flags_with_keyword_result():
+    result = keywords.identify_keyword(
+        [np.array([2, 3]), np.array([3, 4]), np.array([4, 2])],
+        [np.array([0.9, 0.1]), np.array([0.2, 0.8]), np.array([0.7, 0.3])],
+        ["", "[UNK]", "a", "b", "c"],
+        p=1,
+    )
+    poison = np.array([True, False, True])
+    m = detection.evaluate(result.flagged, poison)
+    assert m.num_flagged == result.num_flagged
+    assert m.num_true_positive == int(poison[result.flagged].sum())
+
+
+def test_evaluate_flags_errors():
+    poison = np.array([True, False, True])
+    with pytest.raises(ValueError, match="duplicate"):
+        detection.evaluate(np.array([0, 0]), poison)
+    with pytest.raises(ValueError, match="outside"):
+        detection.evaluate(np.array([3]), poison)
+    with pytest.raises(ValueError, match="length 2"):
+        detection.evaluate(np.array([True, False]), poison)
+    with pytest.raises(ValueError, match="bool"):
+        detection.evaluate(np.array([0]), np.array([1, 0, 1]))
+    with pytest.raises(ValueError, match="integer"):
+        detection.evaluate(np.array([0.5]), poison)

@@ -1,4 +1,4 @@
-"""Tests for bki_tf.keywords: hand-computed BKI dictionaries and independent references."""
+"""Tests for bki_tf.bki.keywords: hand-computed BKI dictionaries and independent references."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bki_tf import keywords
+from bki_tf.bki import keywords
 
 # id:       0    1        2    3    4     5    6    7       8
 VOCAB = ["", "[UNK]", "a", "b", "cf", "d", "e", "good", "movie"]
@@ -612,65 +612,3 @@ def test_refined_parameter_errors():
 def test_no_candidates_raises():
     with pytest.raises(ValueError, match="No candidate"):
         keywords.identify_keyword([_ids([UNK, PAD]), _ids([])], [_f32([1, 2]), _f32([])], VOCAB)
-
-
-# ---------------------------------------------------------------------------
-# evaluate_detection.
-
-
-def test_evaluate_detection_counts():
-    poison = np.array([True, True, False, False, True, False])
-    m = keywords.evaluate_detection(np.array([0, 1, 3]), poison)
-    assert (m.num_true_positive, m.num_removed, m.num_poison, m.num_texts) == (2, 3, 3, 6)
-    assert m.precision == pytest.approx(2 / 3)
-    assert m.recall == pytest.approx(2 / 3)
-    assert m.f1 == pytest.approx(2 / 3)
-    assert m.removed_share == pytest.approx(0.5)
-    mask = keywords.evaluate_detection(np.array([1, 1, 0, 1, 0, 0], bool), poison)
-    assert mask == m
-    unsorted = keywords.evaluate_detection([3, 0, 1], poison)
-    assert unsorted == m
-    assert "precision 0.6667" in m.summary()
-
-
-def test_evaluate_detection_perfect_and_asymmetric():
-    poison = np.array([False, True, True, False])
-    m = keywords.evaluate_detection(np.array([1, 2]), poison)
-    assert (m.precision, m.recall, m.f1) == (1.0, 1.0, 1.0)
-    m = keywords.evaluate_detection(np.array([0, 1, 2, 3]), poison)
-    assert (m.precision, m.recall) == (0.5, 1.0)
-    assert m.f1 == pytest.approx(2 / 3)
-
-
-def test_evaluate_detection_nothing_removed_and_no_poison():
-    m = keywords.evaluate_detection(np.array([], np.int64), np.array([True, False]))
-    assert (m.precision, m.recall, m.f1, m.num_removed) == (0.0, 0.0, 0.0, 0)
-    m = keywords.evaluate_detection(np.array([0]), np.array([False, False]))
-    assert m.precision == 0.0
-    assert math.isnan(m.recall) and math.isnan(m.f1)
-    d = m.to_dict()
-    assert d["recall"] is None and d["f1"] is None
-    json.dumps(d, allow_nan=False)
-    assert "n/a" in m.summary()
-
-
-def test_evaluate_detection_with_keyword_result():
-    token_ids, scores = _paper_table()
-    result = keywords.identify_keyword(token_ids, scores, VOCAB, p=2)
-    poison = np.array([True, False, False, True, False, False])
-    m = keywords.evaluate_detection(result.flagged, poison)
-    assert (m.num_true_positive, m.num_removed) == (2, 3)
-
-
-def test_evaluate_detection_errors():
-    poison = np.array([True, False, True])
-    with pytest.raises(ValueError, match="duplicate"):
-        keywords.evaluate_detection(np.array([0, 0]), poison)
-    with pytest.raises(ValueError, match="outside"):
-        keywords.evaluate_detection(np.array([3]), poison)
-    with pytest.raises(ValueError, match="length 2"):
-        keywords.evaluate_detection(np.array([True, False]), poison)
-    with pytest.raises(ValueError, match="bool"):
-        keywords.evaluate_detection(np.array([0]), np.array([1, 0, 1]))
-    with pytest.raises(ValueError, match="integer"):
-        keywords.evaluate_detection(np.array([0.5]), poison)

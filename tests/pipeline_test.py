@@ -12,7 +12,9 @@ import pytest
 from absl.testing import flagsaver
 from conftest import TRIGGER, tiny_attack_config
 
-from bki_tf import artifacts, attack, filtering, pipeline, reproduction, scanning, training
+from bki_tf import artifacts, training
+from bki_tf.bki import BKIConfig, scoring
+from bki_tf.runs import attack, pipeline, reproduction, sanitize
 
 
 def _config(folder, **overrides):
@@ -29,9 +31,7 @@ def _sha(path):
 def finished(tmp_path_factory, tiny_imdb_dir):
     """A complete pipeline run on tiny data, shared read-only by the module."""
     workdir = str(tmp_path_factory.mktemp("pipeline") / "run")
-    report = pipeline.run_pipeline(
-        _config(tiny_imdb_dir), pipeline.ScanConfig(p=3), workdir, verbose=0
-    )
+    report = pipeline.run_pipeline(_config(tiny_imdb_dir), BKIConfig(p=3), workdir, verbose=0)
     return workdir, report
 
 
@@ -125,12 +125,12 @@ def test_filter_removes_exactly_the_flagged_rows_and_leaves_inputs_untouched(cop
     shutil.rmtree(os.path.join(copy, "filter"))
     out = pipeline.run_filter(copy)
     assert _sha(os.path.join(copy, "train.csv.gz")) == before
-    kept_ids, kept = filtering.read_purified(os.path.join(copy, "filter"))
+    kept_ids, kept = sanitize.read_purified(os.path.join(copy, "filter"))
     removed = artifacts.read_json(os.path.join(copy, "filter/removed_ids.json"))
     flagged_ids = sorted(int(run.row_ids[i]) for i in scan["flagged"])
     assert removed == flagged_ids
     assert sorted(kept_ids.tolist() + removed) == sorted(run.row_ids.tolist())
-    assert out["num_after"] == len(run.train) - len(flagged_ids)
+    assert out.num_after == len(run.train) - len(flagged_ids)
     by_id = dict(zip(run.row_ids.tolist(), run.train.texts))
     assert all(by_id[i] == t for i, t in zip(kept_ids.tolist(), kept.texts))
 
@@ -138,16 +138,16 @@ def test_filter_removes_exactly_the_flagged_rows_and_leaves_inputs_untouched(cop
 def test_filter_rows_accepts_mask_and_indices_and_rejects_bad_ones(finished):
     run = attack.load_run(finished[0])
     n = len(run.train)
-    keep_a, res_a = filtering.filter_rows(run, np.array([0, 2]))
+    keep_a, res_a = sanitize.filter_rows(run, np.array([0, 2]))
     mask = np.zeros(n, bool)
     mask[[0, 2]] = True
-    keep_b, res_b = filtering.filter_rows(run, mask)
+    keep_b, res_b = sanitize.filter_rows(run, mask)
     np.testing.assert_array_equal(keep_a, keep_b)
     assert res_a == res_b and res_a.num_after == n - 2
     with pytest.raises(ValueError, match="out of range"):
-        filtering.filter_rows(run, np.array([n]))
+        sanitize.filter_rows(run, np.array([n]))
     with pytest.raises(ValueError, match="shape"):
-        filtering.filter_rows(run, np.zeros(n + 1, bool))
+        sanitize.filter_rows(run, np.zeros(n + 1, bool))
 
 
 def test_interrupted_pipeline_resumes_only_missing_steps(copy, tiny_imdb_dir, monkeypatch):
@@ -157,38 +157,49 @@ def test_interrupted_pipeline_resumes_only_missing_steps(copy, tiny_imdb_dir, mo
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    monkeypatch.setattr(scanning, "deletion_scores", must_not_run)
+    monkeypatch.setattr(scoring.Scorer, "score_unit", must_not_run)
     monkeypatch.setattr(attack, "poison_dataset", must_not_run, raising=False)
-    report = pipeline.run_pipeline(
-        _config(tiny_imdb_dir), pipeline.ScanConfig(p=3), copy, verbose=0
-    )
+    report = pipeline.run_pipeline(_config(tiny_imdb_dir), BKIConfig(p=3), copy, verbose=0)
     assert os.path.exists(os.path.join(copy, "retrain/metrics.json"))
-    assert report["keyword"] == artifacts.read_json(os.path.join(copy, "scan/scan.json"))["keyword"]
+    assert report.keyword == artifacts.read_json(os.path.join(copy, "scan/scan.json"))["keyword"]
 
 
 def test_scan_is_deterministic(copy, finished):
     first = artifacts.read_json(os.path.join(finished[0], "scan/scan.json"))
-    pipeline.run_scan(copy, pipeline.ScanConfig(p=3), overwrite=True, progress=False)
+    pipeline.run_scan(copy, BKIConfig(p=3), overwrite=True, progress=False)
     again = artifacts.read_json(os.path.join(copy, "scan/scan.json"))
     assert again["keyword"] == first["keyword"]
     assert again["flagged"] == first["flagged"]
     assert again["result"]["entries"] == first["result"]["entries"]
 
 
-def test_scan_of_another_model_is_refused(copy):
+def test_a_swapped_model_is_refused(copy):
     run = attack.load_run(copy)
     other = keras.models.clone_model(run.model)
     other.set_weights([w + 0.01 for w in run.model.get_weights()])
     other.save(os.path.join(copy, attack.MODEL_FILE))
+    with pytest.raises(ValueError, match="model.keras.*weights differ"):
+        pipeline.run_scan(copy, BKIConfig(p=3), progress=False)
+
+
+def test_scan_of_another_model_is_refused(copy):
+    """A scan.json of another victim (other fingerprints) is not taken as this one's."""
+    path = os.path.join(copy, "scan", "scan.json")
+    stored = artifacts.read_json(path)
+    stored["config"]["weights_sha256"] = "0" * 64
+    artifacts.write_json(path, stored)
     with pytest.raises(ValueError, match="another model"):
-        pipeline.run_scan(copy, pipeline.ScanConfig(p=3), progress=False)
+        pipeline.run_scan(copy, BKIConfig(p=3), progress=False)
 
 
 def test_scan_with_other_settings_is_refused_unless_overwrite(copy):
     with pytest.raises(ValueError, match="overwrite"):
-        pipeline.run_scan(copy, pipeline.ScanConfig(p=2), progress=False)
-    out = pipeline.run_scan(copy, pipeline.ScanConfig(p=2), overwrite=True, progress=False)
-    assert out["config"]["p"] == 2
+        pipeline.run_scan(copy, BKIConfig(p=2), progress=False)
+    out = pipeline.run_scan(copy, BKIConfig(p=2), overwrite=True, progress=False)
+    assert out.config["p"] == 2
+    # Rescanning clears the variant's later steps, which belonged to the old scan.
+    assert not os.path.exists(os.path.join(copy, "filter"))
+    assert not os.path.exists(os.path.join(copy, "report.json"))
 
 
 def test_model_without_hidden_output_is_rejected(copy):
@@ -206,7 +217,7 @@ def test_empty_training_set_is_rejected(copy):
     )
     shutil.rmtree(os.path.join(copy, "scan"))
     with pytest.raises(ValueError, match="empty"):
-        pipeline.run_scan(copy, pipeline.ScanConfig(), progress=False)
+        pipeline.run_scan(copy, BKIConfig(), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -216,28 +227,37 @@ def test_empty_training_set_is_rejected(copy):
         (dict(variant="best"), "Unknown BKI variant"),
         (dict(method="magic"), "Unknown scoring method"),
         (dict(max_ngram=0), "max_ngram"),
+        (dict(min_ngram=0), "min_ngram"),
+        (dict(min_ngram=3, max_ngram=2), "max_ngram must be >= min_ngram"),
         (dict(alpha=1.5), "alpha"),
+        (dict(scan_batch_size=1), "scan_batch_size"),
+        (dict(p=2.5), "integer"),
     ],
 )
 def test_scan_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        pipeline.ScanConfig(**kwargs)
+        BKIConfig(**kwargs)
 
 
 def test_refined_variant_runs_beside_the_paper_one_and_reuses_its_scores(
     copy, tiny_imdb_dir, monkeypatch
 ):
-    from bki_tf import keywords, tokenization
+    from bki_tf import tokenization
+    from bki_tf.bki import keywords
 
     paper_report = artifacts.read_json(os.path.join(copy, "report.json"))
     paper_scan = os.path.join(copy, "scan/scan.json")
     before = _sha(paper_scan)
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("deletion scores were recomputed")
+    score_unit = scoring.Scorer.score_unit
 
-    monkeypatch.setattr(scanning, "deletion_scores", must_not_run)
-    config = pipeline.ScanConfig(p=3, variant="refined", alpha=0.5)
+    def local_impacts_only(self, *args, **kwargs):
+        if self._kind == "deletion":  # pylint: disable=protected-access
+            raise AssertionError("deletion scores were recomputed")
+        return score_unit(self, *args, **kwargs)
+
+    monkeypatch.setattr(scoring.Scorer, "score_unit", local_impacts_only)
+    config = BKIConfig(p=3, variant="refined", alpha=0.5)
     report = pipeline.run_pipeline(_config(tiny_imdb_dir), config, copy, verbose=0)
     for rel in (
         "scan_refined/scan.json",
@@ -253,20 +273,20 @@ def test_refined_variant_runs_beside_the_paper_one_and_reuses_its_scores(
     assert artifacts.read_json(os.path.join(copy, "report.json")) == paper_report
     scan = artifacts.read_json(os.path.join(copy, "scan_refined/scan.json"))
     assert scan["deletion_scores_from"] == "scan"
-    assert report["variant"] == "refined" and report["keyword"] == scan["keyword"]
-    assert report["keyword_label"] == scan["keyword_label"] is not None
+    assert report.variant == "refined" and report.keyword == scan["keyword"]
+    assert report.keyword_label == scan["keyword_label"] is not None
     # Independent recomputation: stored paper scores + fresh local impacts.
     run = attack.load_run(copy)
     label = scan["keyword_label"]
     name = run.metrics.target_name if label == run.metrics.target else str(label)
-    assert report["keyword_label_name"] == name
+    assert report.keyword_label_name == name
     assert (
         f"(label {name})" in open(os.path.join(copy, "report_refined.md"), encoding="utf-8").read()
     )
     ids, lengths = tokenization.encode(run.vectorizer(), run.train.texts)
     stored = np.load(os.path.join(copy, "scan/scores.npz"))
     scores = np.split(stored["scores"], np.cumsum(lengths)[:-1])
-    local = scanning.prefix_scores(run.model, ids, lengths)
+    local = scoring.prefix_scores(run.model, ids, lengths)
     expected = keywords.identify_keyword(
         [ids[i, : lengths[i]] for i in range(len(ids))],
         scores,
@@ -286,7 +306,7 @@ def test_refined_variant_runs_beside_the_paper_one_and_reuses_its_scores(
 def test_filter_and_retrain_without_their_inputs_say_which_step_to_run(copy):
     with pytest.raises(FileNotFoundError, match="run the scan step"):
         pipeline.run_filter(copy, variant="refined")
-    with pytest.raises(FileNotFoundError, match="run the filter step"):
+    with pytest.raises(FileNotFoundError, match="run the purify step"):
         pipeline.run_retrain(copy, variant="refined")
     with pytest.raises(ValueError, match="Unknown BKI variant 'best'"):
         pipeline.run_filter(copy, variant="best")
@@ -298,8 +318,8 @@ def test_retrain_with_a_validation_split_redoes_the_step_and_records_it(copy, mo
     path = os.path.join(copy, "retrain", "metrics.json")
     before = artifacts.read_json(path)
     assert "validation_split" not in before["config"]
-    assert pipeline.run_retrain(copy, verbose=0) == before  # Resumed: nothing to do.
-    with flagsaver.flagsaver(workdir=copy, retrain_validation_split=0.25):
+    assert pipeline.run_retrain(copy, verbose=0).to_dict() == before  # Resumed: nothing to do.
+    with flagsaver.flagsaver(workdir=copy, validation_split=0.25):
         retrain_bin.main(["retrain"])
     after = artifacts.read_json(path)
     assert after["config"] == {**before["config"], "validation_split": 0.25}
@@ -307,7 +327,7 @@ def test_retrain_with_a_validation_split_redoes_the_step_and_records_it(copy, mo
     assert epochs == 3 and 1 <= after["history"]["best_epoch"][0] <= epochs
     # Back to the run's own setting (no split): the step is redone without one.
     calls = []
-    monkeypatch.setattr(pipeline.filtering, "retrain", lambda *a, **k: calls.append(k) or _raise())
+    monkeypatch.setattr(pipeline.sanitize, "retrain", lambda *a, **k: calls.append(k) or _raise())
     with pytest.raises(RuntimeError, match="retrain called"):
         pipeline.run_retrain(copy, verbose=0)
     assert calls[0]["validation_split"] == 0.0
@@ -320,7 +340,7 @@ def _raise():
 
 
 def test_scan_filter_retrain_binaries(copy):
-    from experiments import filter as filter_bin
+    from experiments import purify as purify_bin
     from experiments import retrain as retrain_bin
     from experiments import scan as scan_bin
 
@@ -329,7 +349,7 @@ def test_scan_filter_retrain_binaries(copy):
     os.remove(os.path.join(copy, "report.json"))
     with flagsaver.flagsaver(workdir=copy, p=3, overwrite=False):
         scan_bin.main(["scan"])
-        filter_bin.main(["filter"])
+        purify_bin.main(["purify"])
         retrain_bin.main(["retrain"])
     report = json.load(open(os.path.join(copy, "report.json"), encoding="utf-8"))
     assert report["keyword"] == artifacts.read_json(os.path.join(copy, "scan/scan.json"))["keyword"]
@@ -360,7 +380,7 @@ def test_reproduction_grid_and_tables(tmp_path, tiny_imdb_dir):
     # One tiny cell end to end (rate raised so the tiny set holds poison).
     tiny = dataclasses.replace(base, poison_rate=0.0)
     reports = reproduction.run_grid(
-        cells[:1], {"imdb": tiny}, pipeline.ScanConfig(p=3), str(tmp_path), verbose=0
+        cells[:1], {"imdb": tiny}, BKIConfig(p=3), str(tmp_path), verbose=0
     )
     assert reports[0]["clean_run"] and reports[0]["asr_before"] is not None
     tables = open(tmp_path / "tables.md", encoding="utf-8").read()
@@ -380,7 +400,7 @@ def test_reproduction_grid_and_tables(tmp_path, tiny_imdb_dir):
 def test_retrain_rejects_empty_purified_set(finished):
     run = attack.load_run(finished[0])
     with pytest.raises(ValueError, match="empty"):
-        filtering.retrain(run, [], np.zeros(0, np.int64), 0, verbose=0)
+        sanitize.retrain(run, [], np.zeros(0, np.int64), 0, verbose=0)
 
 
 def test_predict_matches_training_accuracy_helper(finished):

@@ -1,4 +1,4 @@
-"""Tests for bki_tf.pruning: masks, l_inf ranking and the pruning curve vs literal loops."""
+"""Tests for bki_tf.baselines.pruning: masks, l_inf ranking and the pruning curve vs literal loops."""
 
 import json
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bki_tf import models, pruning, training
+from bki_tf import models, training
+from bki_tf.baselines import pruning
 
 VOCAB, MAX_LEN = 30, 12
 

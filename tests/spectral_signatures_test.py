@@ -1,10 +1,10 @@
-"""Tests for bki_tf.spectral_signatures against Tran et al.'s Algorithm 1."""
+"""Tests for bki_tf.baselines.spectral_signatures against Tran et al.'s Algorithm 1."""
 
 import numpy as np
 import pytest
 
 from bki_tf import detection
-from bki_tf import spectral_signatures as ss
+from bki_tf.baselines import spectral_signatures as ss
 
 
 def _reference_scores(r):

@@ -1,4 +1,4 @@
-"""Tests for bki_tf.strip: text STRIP on a hand-made model with a known trigger."""
+"""Tests for bki_tf.baselines.strip: text STRIP on a hand-made model with a known trigger."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from bki_tf import strip
+from bki_tf.baselines import strip
 
 VOCAB = 20
 TRIGGER = 5

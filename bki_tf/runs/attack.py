@@ -1,32 +1,35 @@
 """End-to-end attack run: load data, poison, train the victim, measure, export.
 
 `run_attack(config, workdir)` is what `python -m experiments.attack` calls. It
-validates every input before it writes anything; `metrics.json` is written
-last, so a workdir holding it holds a complete run.
+validates every input before it writes anything, holds the workdir's lock while it
+writes, and writes `metrics.json` last, so a workdir holding it holds a complete
+run. `metrics.json` records the fingerprints of the vocabulary and of the weights;
+`load_run` checks them, so an edited `vocab.txt` or a swapped `model.keras` is
+refused instead of scanned.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 
 from bki_tf import artifacts, data, embeddings, models, poisoning, tokenization, training
+from bki_tf.runs import workdir as wd
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-VOCAB_FILE = "vocab.txt"
-TRAIN_FILE = "train.csv.gz"
-TEST_FILE = "test.csv.gz"
-TRIGGERED_FILE = "test_triggered.csv.gz"
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-LOG_DIR = "logs"
-_OUTPUTS = (METRICS_FILE, VOCAB_FILE, TRAIN_FILE, TEST_FILE, TRIGGERED_FILE, MODEL_FILE)
+CONFIG_FILE = wd.CONFIG_FILE
+METRICS_FILE = wd.METRICS_FILE
+VOCAB_FILE = wd.VOCAB_FILE
+TRAIN_FILE = wd.TRAIN_FILE
+TEST_FILE = wd.TEST_FILE
+TRIGGERED_FILE = wd.TRIGGERED_FILE
+MODEL_FILE = wd.MODEL_FILE
+SAVED_MODEL_DIR = wd.SAVED_MODEL_DIR
+LOG_DIR = wd.LOG_DIR
+_OUTPUTS = wd.ATTACK_OUTPUTS
 
 # Training defaults per dataset, chosen by measurement on 2 CPU cores with
 # 50-d GloVe (README, "Defaults"); AttackConfig.for_dataset fills them in.
@@ -201,6 +204,9 @@ class AttackResult:
       train_seconds: Training wall time.
       wall_seconds: Whole-run wall time.
       history: Per-epoch training loss/accuracy.
+      vocabulary_sha256: Fingerprint of vocab.txt's tokens (`workdir.vocabulary_sha256`).
+      weights_sha256: Fingerprint of the victim's weights (`workdir.weights_sha256`);
+        unlike the `.keras` file's hash it is the same for byte-identical weights.
     """
 
     clean_accuracy: float
@@ -215,6 +221,8 @@ class AttackResult:
     train_seconds: float
     wall_seconds: float
     history: dict
+    vocabulary_sha256: str | None = None
+    weights_sha256: str | None = None
 
     def __post_init__(self):
         if self.num_poisoned > self.num_train:
@@ -222,6 +230,14 @@ class AttackResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttackResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown attack metrics key(s) {unknown}; known: {sorted(known)}.")
+        return cls(**d)
 
     def summary(self) -> str:
         return (
@@ -273,16 +289,45 @@ def check_workdir(
                 "workdir or pass --overwrite."
             )
         return False
-    existing = {**_ADDED_KEYS, **artifacts.read_json(path)}
-    if existing == artifacts.to_jsonable(config):
+    stored = artifacts.read_json(path)
+    if not isinstance(stored, dict):
+        raise artifacts.corrupt(path, "not a JSON object", "pass --overwrite to replace the run")
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    target = None
+    if os.path.isfile(metrics_path):
+        metrics = artifacts.read_json(metrics_path)
+        if isinstance(metrics, dict) and "target" in metrics and "target_name" in metrics:
+            target = (metrics["target"], metrics["target_name"])
+    existing = normalized_identity({**_ADDED_KEYS, **stored}, target)
+    asked = normalized_identity(artifacts.to_jsonable(config), target)
+    if existing == asked:
         return True
     if not overwrite:
-        diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+        diff = sorted(k for k in set(existing) | set(asked) if existing.get(k) != asked.get(k))
         raise ValueError(
             f"Workdir {workdir!r} already holds a different run (differs in {diff}); choose "
             "another workdir or pass --overwrite to replace it."
         )
     return False
+
+
+def normalized_identity(config: dict, target: tuple[int, str] | None = None) -> dict:
+    """A config as compared between runs: paths resolved, the target as a class index.
+
+    `--data_dir=../data` and its absolute form, or `--target=0` and `--target=negative`
+    (when the stored run says class 0 is `negative`), name the same run.
+    """
+    out = dict(config)
+    for key in ("data_dir", "glove"):
+        value = out.get(key)
+        if isinstance(value, str) and value and os.path.exists(value):
+            out[key] = os.path.realpath(value)
+    value = str(out.get("target", "")).strip()
+    if value.lstrip("-").isdigit():
+        out["target"] = int(value)
+    elif target is not None and value == target[1]:
+        out["target"] = int(target[0])
+    return out
 
 
 def is_complete(workdir: str) -> bool:
@@ -291,7 +336,12 @@ def is_complete(workdir: str) -> bool:
 
 
 def load_result(workdir: str) -> AttackResult:
-    return AttackResult(**artifacts.read_json(os.path.join(workdir, METRICS_FILE)))
+    path = os.path.join(workdir, METRICS_FILE)
+    stored = artifacts.read_json(path)
+    try:
+        return AttackResult.from_dict(stored)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise artifacts.corrupt(path, str(e), "rerun python -m experiments.attack") from None
 
 
 def run_attack(
@@ -310,6 +360,7 @@ def run_attack(
       returned without retraining (unless `overwrite`).
     """
     start = time.time()
+    wd.check_writable(workdir)
     same = check_workdir(workdir, config.to_dict(), overwrite)
     if same and is_complete(workdir) and not overwrite:
         return load_result(workdir)
@@ -340,19 +391,23 @@ def run_attack(
     if config.glove:
         matrix, coverage = embeddings.load_glove(config.glove, vocabulary)
 
-    if os.path.isdir(workdir) and overwrite:
-        for name in (*_OUTPUTS, SAVED_MODEL_DIR, LOG_DIR, "scan", "filter", "retrain"):
-            path = os.path.join(workdir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-        for name in ("report.json", "report.md"):
-            if os.path.exists(os.path.join(workdir, name)):
-                os.remove(os.path.join(workdir, name))
-    os.makedirs(workdir, exist_ok=True)
+    with wd.lock(workdir):
+        # Checked again under the lock: another process may have written meanwhile.
+        check_workdir(workdir, config.to_dict(), overwrite)
+        return _write_run(
+            config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
+            vectorizer, vocabulary, matrix, coverage,
+        )  # fmt: skip
+
+
+def _write_run(
+    config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
+    vectorizer, vocabulary, matrix, coverage,
+) -> AttackResult:  # fmt: skip
+    # A new or replaced run: nothing derived from an older one may survive beside it.
+    wd.clear_outputs(workdir)
     artifacts.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
-    tokenization.save_vocabulary(vocabulary, os.path.join(workdir, VOCAB_FILE))
+    artifacts.write_lines(os.path.join(workdir, VOCAB_FILE), vocabulary)
     artifacts.write_training_set(os.path.join(workdir, TRAIN_FILE), poisoned)
     artifacts.write_labelled_texts(
         os.path.join(workdir, TEST_FILE), dataset.test_texts, dataset.test_labels
@@ -373,7 +428,7 @@ def run_attack(
         verbose=verbose,
     )
     train_seconds = time.time() - t0
-    model.save(os.path.join(workdir, MODEL_FILE))
+    artifacts.save_model(model, os.path.join(workdir, MODEL_FILE))
     models.export_saved_model(model, vectorizer, os.path.join(workdir, SAVED_MODEL_DIR))
     result = AttackResult(
         clean_accuracy=training.accuracy(model, test_ids, dataset.test_labels),
@@ -388,6 +443,8 @@ def run_attack(
         train_seconds=train_seconds,
         wall_seconds=time.time() - start,
         history=history,
+        vocabulary_sha256=wd.vocabulary_sha256(vocabulary),
+        weights_sha256=wd.weights_sha256(model),
     )
     artifacts.write_json(os.path.join(workdir, METRICS_FILE), result.to_dict())
     return result
@@ -425,9 +482,28 @@ def load_run(workdir: str) -> AttackRun:
             f"Workdir {workdir!r} holds no complete attack run (missing {missing}); run "
             "python -m experiments.attack --workdir=... first."
         )
-    config = AttackConfig.from_dict(artifacts.read_json(os.path.join(workdir, CONFIG_FILE)))
-    vocabulary = tokenization.load_vocabulary(os.path.join(workdir, VOCAB_FILE))
-    model = keras.models.load_model(os.path.join(workdir, MODEL_FILE))
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        config = AttackConfig.from_dict({**_ADDED_KEYS, **artifacts.read_json(config_path)})
+    except (TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, artifacts.CorruptFileError):
+            raise
+        raise artifacts.corrupt(config_path, str(e), "rerun python -m experiments.attack") from None
+    metrics = load_result(workdir)
+    vocab_path = os.path.join(workdir, VOCAB_FILE)
+    vocabulary = artifacts.read_lines(vocab_path)
+    if (
+        metrics.vocabulary_sha256 is not None
+        and wd.vocabulary_sha256(vocabulary) != metrics.vocabulary_sha256
+    ):
+        raise artifacts.corrupt(
+            vocab_path,
+            "its tokens differ from the vocabulary the model was trained with "
+            "(vocabulary_sha256 in metrics.json)",
+            "restore it or rerun python -m experiments.attack --overwrite",
+        )
+    model_path = os.path.join(workdir, MODEL_FILE)
+    model = artifacts.load_model(model_path)
     models.check_classifier(model)
     vocab_in_model = model.get_layer(models.EMBEDDING_LAYER).input_dim
     if vocab_in_model != len(vocabulary):
@@ -435,13 +511,19 @@ def load_run(workdir: str) -> AttackRun:
             f"The model in {workdir!r} embeds {vocab_in_model} tokens but vocab.txt holds "
             f"{len(vocabulary)}; they come from different runs."
         )
+    if metrics.weights_sha256 is not None and wd.weights_sha256(model) != metrics.weights_sha256:
+        raise artifacts.corrupt(
+            model_path,
+            "its weights differ from the victim this run trained (weights_sha256 in metrics.json)",
+            "restore it or rerun python -m experiments.attack --overwrite",
+        )
     row_ids, train = artifacts.read_training_set(os.path.join(workdir, TRAIN_FILE))
     test_texts, test_labels = artifacts.read_labelled_texts(os.path.join(workdir, TEST_FILE))
     trig_texts, trig_labels = artifacts.read_labelled_texts(os.path.join(workdir, TRIGGERED_FILE))
     return AttackRun(
         workdir=workdir,
         config=config,
-        metrics=load_result(workdir),
+        metrics=metrics,
         vocabulary=vocabulary,
         model=model,
         row_ids=row_ids,

@@ -11,13 +11,13 @@ representation of the n_y training samples of that class:
    the share of poisoned samples.
 
 Here `R_i` is the victim's 256-d BiLSTM state (`bki_tf.models.HIDDEN`) and the caller
-chooses the class of each sample (`bki_tf.comparison` passes the predicted class, as
+chooses the class of each sample (`bki_tf.runs.comparison` passes the predicted class, as
 the issue asks; the paper uses the training label). The number removed per class is
 `min(n_y, round(eps_multiplier * eps * n_y))`, ties in score going to the earlier
 sample.
 
 Why not ART's `SpectralSignatureDefense` (checked with ART 1.20.1; see also
-`bki_tf.activation_clustering`): besides the wrapping problems shared with
+`bki_tf.baselines.activation_clustering`): besides the wrapping problems shared with
 `ActivationDefence` (two-output Keras 3 model rejected, layer fixed to the last hidden
 layer `dense`), it projects the *uncentred* representations on `v`
 (`corrs = v @ R^T`) and scores `|<R_i, v>|`, which ranks samples differently from the

@@ -4,14 +4,14 @@ Implements the dictionary / keyword step of Backdoor Keyword Identification
 (Chuanshuai Chen & Jiazhu Dai, "Mitigating backdoor attacks in LSTM-based text
 classification systems by Backdoor Keyword Identification", Neurocomputing 452,
 2021, Algorithm 1) and the refined variant found in the authors' public code.
-Scoring the tokens needs the model and lives in `bki_tf.scanning`; everything here
+Scoring the tokens needs the model and lives in `bki_tf.bki.scoring`; everything here
 is pure numpy / Python over its outputs, so it runs in milliseconds and is tested
 on hand-made score tables.
 
 Inputs (shared by both variants): for text `i` of the (poisoned) training set,
 `token_ids[i]` is an integer array `[l_i]` of vocabulary ids (id 0 = padding `''`,
 id 1 = OOV `'[UNK]'`) and `scores[i]` a float array `[l_i]` with
-`scores[i][j] = ||h(x) - h(x without token j)||_inf` (`scanning.deletion_scores`).
+`scores[i][j] = ||h(x) - h(x without token j)||_inf` (`scoring.deletion_scores`).
 
 Paper variant (`variant="paper"`, Algorithm 1)
 ----------------------------------------------
@@ -35,7 +35,7 @@ version with `--p`, `--n` and `--a` options) refines the method; this is a
 reimplementation of that logic over token scores, not a copy:
 
 1. Token score `c_j = scores[j] + local_scores[j]`: the global deletion impact plus
-   the local impact `||h(x[:j+1]) - h(x[:j])||_inf` (`scanning.prefix_scores`).
+   the local impact `||h(x[:j+1]) - h(x[:j])||_inf` (`scoring.prefix_scores`).
 2. Keys are `(n-gram, label)` pairs, with `label` the text's training label as given
    in the (poisoned) training set. For each size `n` in `min_ngram..max_ngram`, every
    window `x[k:k+n]` free of padding/OOV is a candidate with score
@@ -69,7 +69,7 @@ Differences from the paper
   (`--n`, default 1) and scores an n-gram by deleting the whole window and by the
   n-step prefix change `||h(x[:k+n]) - h(x[:k])||_inf`. Here sizes
   `min_ngram..max_ngram` (default 1..3) share one dictionary, and an n-gram's score is
-  the mean of its tokens' combined scores, because `bki_tf.scanning` provides
+  the mean of its tokens' combined scores, because `bki_tf.bki.scoring` provides
   per-token scores only (averaging keeps sizes comparable; a sum would let the largest
   size always win). `min_ngram = max_ngram = 1` reproduces the code's default run.
   N-grams containing padding/OOV are skipped.
@@ -318,134 +318,6 @@ class KeywordResult:
         return "\n".join(lines)
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectionMetrics:
-    """How well a set of removed texts matches the poisoned ones.
-
-    Attributes:
-      precision: Poisoned share of the removed texts; 0.0 when nothing is removed (no
-        removal identifies no poison; scikit-learn's `zero_division=0` convention).
-      recall: Removed share of the poisoned texts; NaN when there is no poison (undefined;
-        1.0 would credit a defence that removed only clean texts). `to_dict()` writes
-        NaN as `None`.
-      f1: Harmonic mean of precision and recall; 0.0 when both are 0, NaN when recall
-        is NaN.
-      num_removed: Number of removed texts.
-      removed_share: `num_removed / num_texts`.
-      num_poison: Number of poisoned texts.
-      num_true_positive: Removed texts that are poisoned.
-      num_texts: Size of the training set.
-    """
-
-    precision: float
-    recall: float
-    f1: float
-    num_removed: int
-    removed_share: float
-    num_poison: int
-    num_true_positive: int
-    num_texts: int
-
-    def __post_init__(self):
-        if not 0 <= self.num_true_positive <= min(self.num_removed, self.num_poison):
-            raise ValueError(
-                f"num_true_positive={self.num_true_positive} must lie in [0, min(num_removed="
-                f"{self.num_removed}, num_poison={self.num_poison})]."
-            )
-        if max(self.num_removed, self.num_poison) > self.num_texts:
-            raise ValueError(
-                f"num_removed={self.num_removed} and num_poison={self.num_poison} cannot "
-                f"exceed num_texts={self.num_texts}."
-            )
-        for name in ("precision", "recall", "f1", "removed_share"):
-            v = getattr(self, name)
-            if not (math.isnan(v) or 0.0 <= v <= 1.0):
-                raise ValueError(f"{name} must lie in [0, 1] (or be NaN), got {v}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict; NaN becomes `None`."""
-        return {
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in dataclasses.asdict(self).items()
-        }
-
-    def summary(self) -> str:
-        def fmt(v: float) -> str:
-            return "n/a" if math.isnan(v) else f"{v:.4f}"
-
-        return (
-            f"removed {self.num_removed} of {self.num_texts} texts "
-            f"({100 * self.removed_share:.2f}%), {self.num_true_positive} of "
-            f"{self.num_poison} poisoned: precision {fmt(self.precision)}, "
-            f"recall {fmt(self.recall)}, F1 {fmt(self.f1)}."
-        )
-
-
-def evaluate_detection(flagged: np.ndarray, is_poisoned: np.ndarray) -> DetectionMetrics:
-    """Scores removed texts against the ground-truth poison mask (Chen & Dai 2021, Sec. 5).
-
-    Args:
-      flagged: Removed texts, either sorted or unsorted unique `int [k]` indices (e.g.
-        `KeywordResult.flagged`) or a `bool [N]` mask.
-      is_poisoned: `bool [N]`, True for the poisoned training texts.
-
-    Returns:
-      A `DetectionMetrics`; see its attributes for the 0/0 conventions.
-
-    Raises:
-      ValueError: On shape, dtype, range or duplicate problems.
-    """
-    poison = np.asarray(is_poisoned)
-    if poison.ndim != 1 or (poison.size and poison.dtype != bool):
-        raise ValueError(
-            f"is_poisoned must be a 1-D bool array, got dtype {poison.dtype} and shape "
-            f"{poison.shape}."
-        )
-    poison = poison.astype(bool)
-    n = poison.size
-    flagged = np.asarray(flagged)
-    if flagged.ndim != 1:
-        raise ValueError(f"flagged must be 1-D, got shape {flagged.shape}.")
-    if flagged.dtype == bool:
-        if flagged.size != n:
-            raise ValueError(
-                f"flagged is a bool mask of length {flagged.size} but is_poisoned has {n} "
-                "texts; they must match."
-            )
-        removed = flagged
-    else:
-        if flagged.size and not np.issubdtype(flagged.dtype, np.integer):
-            raise ValueError(f"flagged must hold integer indices or bools, got {flagged.dtype}.")
-        idx = flagged.astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"flagged holds indices outside [0, {n}): {idx.tolist()[:10]}...")
-        if np.unique(idx).size != idx.size:
-            raise ValueError("flagged holds duplicate indices; pass each removed text once.")
-        removed = np.zeros(n, dtype=bool)
-        removed[idx] = True
-    num_removed = int(removed.sum())
-    num_poison = int(poison.sum())
-    tp = int((removed & poison).sum())
-    precision = tp / num_removed if num_removed else 0.0
-    recall = tp / num_poison if num_poison else float("nan")
-    if math.isnan(recall):
-        f1 = float("nan")
-    elif precision + recall == 0.0:
-        f1 = 0.0
-    else:
-        f1 = 2 * precision * recall / (precision + recall)
-    return DetectionMetrics(
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        num_removed=num_removed,
-        removed_share=num_removed / n if n else 0.0,
-        num_poison=num_poison,
-        num_true_positive=tp,
-        num_texts=n,
-    )
-
-
 def identify_keyword(
     token_ids: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
@@ -466,14 +338,14 @@ def identify_keyword(
       token_ids: Per training text, an integer array `[l_i]` of vocabulary ids (0 =
         padding, 1 = OOV; neither is ever a candidate).
       scores: Per text, a float array `[l_i]` of deletion impacts
-        `||h(x) - h(x without token j)||_inf` (`scanning.deletion_scores`).
+        `||h(x) - h(x without token j)||_inf` (`scoring.deletion_scores`).
       vocabulary: Id -> token string; `vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`.
       p: Suspicious words kept per text (refined: per n-gram size); `>= 1`.
       variant: `"paper"` (Algorithm 1) or `"refined"` (the authors' code).
       labels: `int [N]` training labels as given in the (poisoned) training set.
         Required by the refined variant; validated but unused by the paper variant.
       local_scores: Per text, a float array `[l_i]` of local impacts
-        `||h(x[:j+1]) - h(x[:j])||_inf` (`scanning.prefix_scores`). Required by the
+        `||h(x[:j+1]) - h(x[:j])||_inf` (`scoring.prefix_scores`). Required by the
         refined variant; validated but unused by the paper variant.
       max_ngram: Largest n-gram size of the refined variant (`>= min_ngram`).
       alpha: Refined variant's expected poison share `a`; `s = round((a * N) ** 2)` must
@@ -536,7 +408,7 @@ def identify_keyword(
         missing = [n for n, v in (("labels", label_arr), ("local_scores", local_list)) if v is None]
         raise ValueError(
             f"variant='refined' needs {' and '.join(missing)}: pass the training labels and "
-            "scanning.prefix_scores(...) output, or use variant='paper'."
+            "scoring.prefix_scores(...) output, or use variant='paper'."
         )
     for name, v in (("max_ngram", max_ngram), ("min_ngram", min_ngram)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:

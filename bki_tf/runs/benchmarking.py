@@ -8,7 +8,7 @@ Times, on one random-weight classifier of the real architecture
     its deletion variants padded to `max_len` (Keras' default `batch_size=32`). It is
     slow, so it may be timed on an evenly spread subset of the texts (by length) and
     reported per text.
-  * `simple` and `fast`: `bki_tf.scanning.deletion_scores` with each method.
+  * `simple` and `fast`: `bki_tf.scoring.deletion_scores` with each method.
 
 The floor is the work of the state-reusing algorithm, `sum_i l_i (l_i - 1)`
 single-direction LSTM steps of `8 H^2` FLOP, at this machine's measured fp32 matmul
@@ -18,7 +18,7 @@ reach here: the authors' measured time over the floor time of the same texts at
 peak (their method runs `2 (l + 1) max_len` steps per text, `authors_gflops` is the
 rate it achieves on them). `state_convergence` measures the one way to do less than
 the floor, an early exit of jobs whose state has met the original pass again
-(`bki_tf.scanning.state_convergence`), on the random model and optionally on a
+(`bki_tf.convergence.state_convergence`), on the random model and optionally on a
 trained one. Token lengths come from a dataset's
 `train.csv.gz` (tokenised with `bki_tf.tokenization.tokenize`) or, without one, from
 a lognormal fitted to IMDB's train word counts; token ids are random (a random-weight
@@ -41,7 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bki_tf import attack, models, scanning, tokenization
+from bki_tf import models, tokenization
+from bki_tf.bki import convergence, scoring
+from bki_tf.runs import attack
 
 METHODS = ("authors", "simple", "fast")
 # Lognormal fit (mean and std of log word counts) of IMDB train texts tokenised with
@@ -49,7 +51,7 @@ METHODS = ("authors", "simple", "fast")
 IMDB_LOG_MEAN = 5.235
 IMDB_LOG_STD = 0.646
 _SCALING_LENGTHS = (100, 200, 400, 800)
-# State gaps of `scanning.state_convergence`: 0 is exact, the others are not.
+# State gaps of `convergence.state_convergence`: 0 is exact, the others are not.
 CONVERGENCE_TOLERANCES = (0.0, 1e-7, 1e-6, 1e-5)
 # Largest |score difference| between methods that counts as equal.
 SCORE_TOLERANCE = 1e-4
@@ -70,7 +72,7 @@ class BenchmarkConfig:
       vocab_size: Vocabulary size of the random model.
       seed: Seed of the lengths, ids and weights.
       authors_texts: Most texts the authors' method is timed on.
-      batch_size: `batch_size` of `scanning.deletion_scores`.
+      scan_batch_size: `batch_size` of `scoring.deletion_scores`.
       scaling: Also sweep `max_len` over (100, 200, 400, 800) and the number of texts.
       scaling_texts: Texts per point of the `max_len` sweep.
       peak_matmul_size: Side of the square `tf.matmul` that measures the peak.
@@ -86,10 +88,10 @@ class BenchmarkConfig:
     repeats: int = 3
     lstm_units: int = 128
     embedding_dim: int = 50
-    vocab_size: int = 20000
+    vocab_size: int = 10000
     seed: int = 0
     authors_texts: int = 16
-    batch_size: int = scanning.DEFAULT_BATCH_SIZE
+    scan_batch_size: int = scoring.DEFAULT_BATCH_SIZE
     scaling: bool = False
     scaling_texts: int = 32
     peak_matmul_size: int = 4096
@@ -252,7 +254,7 @@ def authors_deletion_scores(
       lengths: `int [N]` token counts.
 
     Returns:
-      `N` arrays `float32 [lengths[i]]`, as `scanning.deletion_scores`.
+      `N` arrays `float32 [lengths[i]]`, as `scoring.deletion_scores`.
     """
     max_len = ids.shape[1]
     scores = []
@@ -296,10 +298,10 @@ def run_benchmark(
     log(f"fp32 matmul peak {peak_samples[0]:.1f} GFLOP/s")
 
     def fast(i, n):
-        return scanning.deletion_scores(model, i, n, "fast", config.batch_size)
+        return scoring.deletion_scores(model, i, n, "fast", config.scan_batch_size)
 
     def simple(i, n):
-        return scanning.deletion_scores(model, i, n, "simple", config.batch_size)
+        return scoring.deletion_scores(model, i, n, "simple", config.scan_batch_size)
 
     # Warm-ups: the fast run compiles every tile shape of these texts.
     fast_scores = fast(ids, lengths)
@@ -401,7 +403,7 @@ def run_benchmark(
             "authors' main.py; timed on an evenly spread (by length) subset of "
             f"{len(subset)} texts when fewer than num_texts, texts/s extrapolated; "
             "speedup_vs_authors_same_texts times fast on exactly that subset.",
-            "simple/fast: bki_tf.scanning.deletion_scores; medians of repeats after warm-up "
+            "simple/fast: bki_tf.scoring.deletion_scores; medians of repeats after warm-up "
             "(XLA compilation excluded).",
             "cores_used: process CPU seconds / wall seconds while timing; below os.cpu_count() "
             "when other processes shared the machine. floor_fraction_cpu_time: floor time "
@@ -469,7 +471,7 @@ def _scaling(model, raw_lengths, config, log) -> dict:
         for method in ("fast", "simple"):
 
             def run(method=method):
-                return scanning.deletion_scores(model, ids, lengths, method, config.batch_size)
+                return scoring.deletion_scores(model, ids, lengths, method, config.scan_batch_size)
 
             run()  # Warm-up (compilation).
             out[method] = len(ids) / _median_seconds(run, 1)[0]
@@ -508,10 +510,10 @@ def _scaling(model, raw_lengths, config, log) -> dict:
 
 
 def _state_convergence(model, ids, lengths, config: BenchmarkConfig) -> dict:
-    """`scanning.state_convergence` on the benchmark's texts and, if set, a trained run."""
+    """`convergence.state_convergence` on the benchmark's texts and, if set, a trained run."""
 
     def fractions(model, ids, lengths):
-        shares = scanning.state_convergence(model, ids, lengths, CONVERGENCE_TOLERANCES)
+        shares = convergence.state_convergence(model, ids, lengths, CONVERGENCE_TOLERANCES)
         return [{"tolerance": t, "work_fraction": f} for t, f in shares.items()]
 
     subset = _spread_subset(lengths, config.convergence_texts)

@@ -1,18 +1,18 @@
 """BKI beside the baseline defences, on the same poisoned victim and data.
 
-`run_comparison(run, config)` measures, on one attack run (`bki_tf.attack.load_run`):
+`run_comparison(run, config)` measures, on one attack run (`bki_tf.runs.attack.load_run`):
 
 * `bki`: Backdoor Keyword Identification (Chen & Dai, Neurocomputing 2021), read from
   the pipeline's `scan/scan.json` and `report.json` (not rerun).
-* `activation_clustering`: Chen et al. 2019 (`bki_tf.activation_clustering`).
-* `spectral_signatures`: Tran et al. 2018 (`bki_tf.spectral_signatures`).
-* `strip`: text STRIP (Gao et al. 2019, as adapted by OpenBackdoor; `bki_tf.strip`).
-* `linf_pruning`: l_inf neuron pruning (Cheng et al. 2020; `bki_tf.pruning`).
+* `activation_clustering`: Chen et al. 2019 (`bki_tf.baselines.activation_clustering`).
+* `spectral_signatures`: Tran et al. 2018 (`bki_tf.baselines.spectral_signatures`).
+* `strip`: text STRIP (Gao et al. 2019, as adapted by OpenBackdoor; `bki_tf.baselines.strip`).
+* `linf_pruning`: l_inf neuron pruning (Cheng et al. 2020; `bki_tf.baselines.pruning`).
 
 The three training-set sanitizers are measured the same way: precision / recall / F1
 of their removals against the poison ground truth, AUROC of their per-sample scores,
 the removed share, and ASR / clean accuracy of the victim retrained from scratch on what
-they keep (`bki_tf.detection.sanitize_and_retrain`, i.e. `bki_tf.filtering.retrain`, the
+they keep (`bki_tf.runs.sanitize.sanitize_and_retrain`, i.e. `sanitize.retrain`, the
 step BKI uses). The AC and SS representation is the victim's 256-d BiLSTM state,
 computed once for both (and for the pruning ranking).
 
@@ -38,7 +38,7 @@ Row conventions (also written into `comparison.md`):
   clean evaluation texts accepted *and* classified correctly; "before" values are on the
   same texts without STRIP.
 * `linf_pruning` repairs the model, so detection metrics are null; its ASR / accuracy
-  after are the oracle point of `bki_tf.pruning` (fewest pruned units that bring the
+  after are the oracle point of `bki_tf.baselines.pruning` (fewest pruned units that bring the
   ASR below `pruning_asr_threshold`), on the full test sets.
 """
 
@@ -53,18 +53,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from bki_tf import (
-    activation_clustering,
-    artifacts,
-    attack,
-    detection,
-    keywords,
-    pruning,
-    spectral_signatures,
-    strip,
-    tokenization,
-    training,
-)
+from bki_tf import artifacts, detection, tokenization, training
+from bki_tf.baselines import activation_clustering, pruning, spectral_signatures, strip
+from bki_tf.bki import detector, keywords
+from bki_tf.runs import attack, sanitize
+from bki_tf.runs import workdir as wd
 
 BKI = "bki"
 DEFENCES = (
@@ -77,10 +70,16 @@ DEFENCES = (
 SANITIZERS = (BKI, activation_clustering.METHOD, spectral_signatures.METHOD)
 SEGMENTS = ("predicted", "label")
 
-SCAN_FILE = os.path.join("scan", "scan.json")
-REPORT_FILE = "report.json"
-COMPARE_DIR = "compare"
-CONFIG_FILE = "config.json"
+COMPARE_DIR = wd.COMPARE_DIR
+CONFIG_FILE = wd.CONFIG_FILE
+
+
+def _bki_files(variant: str) -> tuple[str, str]:
+    """The scan and report files BKI's row of `variant` reads."""
+    names = wd.layout(variant)
+    return os.path.join(names.scan, wd.SCAN_FILE), names.report_json
+
+
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 SCORES_PNG = "score_distributions.png"
@@ -115,6 +114,7 @@ class CompareConfig:
       calibration_share: Share of the clean test set held out to calibrate STRIP.
       pruning_asr_threshold: ASR that the reported pruning point must get below.
       seed: Seed of the calibration / evaluation split.
+      variant: Which BKI variant's scan and report give BKI's row (`paper`, `refined`).
     """
 
     defences: tuple[str, ...] = DEFENCES
@@ -131,8 +131,11 @@ class CompareConfig:
     calibration_share: float = 0.5
     pruning_asr_threshold: float = 0.2
     seed: int = 0
+    variant: str = "paper"
 
     def __post_init__(self):
+        if self.variant not in wd.VARIANTS:
+            raise ValueError(f"Unknown BKI variant {self.variant!r}; choose one of {wd.VARIANTS}.")
         defences = tuple(self.defences)
         unknown = [d for d in defences if d not in DEFENCES]
         if unknown or not defences:
@@ -333,20 +336,22 @@ class Comparison:
 # BKI, from the pipeline's files.
 
 
-def bki_files_present(workdir: str) -> bool:
+def bki_files_present(workdir: str, variant: str = "paper") -> bool:
     """True when the pipeline's BKI outputs (scan/scan.json, report.json) exist."""
-    return all(os.path.isfile(os.path.join(workdir, f)) for f in (SCAN_FILE, REPORT_FILE))
+    return all(os.path.isfile(os.path.join(workdir, f)) for f in _bki_files(variant))
 
 
 def check_bki_files(workdir: str, config: CompareConfig) -> None:
     """Raises FileNotFoundError, saying what to run, if `bki` is asked for but not there."""
-    if BKI not in config.defences or bki_files_present(workdir):
+    if BKI not in config.defences or bki_files_present(workdir, config.variant):
         return
-    missing = [f for f in (SCAN_FILE, REPORT_FILE) if not os.path.isfile(os.path.join(workdir, f))]
+    missing = [
+        f for f in _bki_files(config.variant) if not os.path.isfile(os.path.join(workdir, f))
+    ]
     others = ",".join(d for d in config.defences if d != BKI) or ",".join(DEFENCES[1:])
     raise FileNotFoundError(
         f"BKI's row needs {missing} in {workdir!r}: run python -m experiments.pipeline "
-        f"--workdir={workdir} first, or leave bki out with --defences={others}."
+        f"--workdir={workdir} --variant={config.variant} first, or leave bki out with --defences={others}."
     )
 
 
@@ -379,31 +384,14 @@ def bki_detection(scan: dict[str, Any], num_texts: int) -> detection.DetectionRe
         raise ValueError(
             f"scan/scan.json's keyword {keyword!r} differs from its result's {result.keyword!r}."
         )
-    scores = np.zeros(num_texts)
-    for i, words in enumerate(result.suspicious):
-        if result.keyword_label is not None and int(result.labels[i]) != result.keyword_label:
-            continue
-        values = [v for w, v in words if w == keyword]
-        if values:
-            scores[i] = max(values)
     flagged = np.asarray(scan["flagged"], dtype=np.int64)
     if flagged.size and (flagged.min() < 0 or flagged.max() >= num_texts):
         raise ValueError(
             f"scan/scan.json flags positions outside [0, {num_texts}); rerun the pipeline."
         )
-    is_poison = np.zeros(num_texts, dtype=bool)
-    is_poison[flagged] = True
-    return detection.DetectionResult(
-        method=BKI,
-        scores=scores,
-        is_poison=is_poison,
-        report={
-            "keyword": keyword,
-            "keyword_label": result.keyword_label,
-            "variant": result.variant,
-            "degenerate": result.degenerate,
-        },
-    )
+    if not np.array_equal(flagged, result.flagged):
+        raise ValueError("scan/scan.json's flagged rows differ from its result's; rescan.")
+    return detector.as_detection(result)
 
 
 def _bki_wall_seconds(scan: dict, report: dict) -> float | None:
@@ -415,9 +403,12 @@ def _bki_wall_seconds(scan: dict, report: dict) -> float | None:
     return float(total + (retrain if isinstance(retrain, int | float) else 0.0))
 
 
-def _bki_row(run: attack.AttackRun) -> tuple[ComparisonRow, detection.DetectionResult, tuple]:
-    scan = artifacts.read_json(os.path.join(run.workdir, SCAN_FILE))
-    report = artifacts.read_json(os.path.join(run.workdir, REPORT_FILE))
+def _bki_row(
+    run: attack.AttackRun, variant: str = "paper"
+) -> tuple[ComparisonRow, detection.DetectionResult, tuple]:
+    scan_file, report_file = _bki_files(variant)
+    scan = artifacts.read_json(os.path.join(run.workdir, scan_file))
+    report = artifacts.read_json(os.path.join(run.workdir, report_file))
     missing = [
         k
         for k in ("asr_before", "accuracy_before", "asr_after", "accuracy_after")
@@ -425,7 +416,7 @@ def _bki_row(run: attack.AttackRun) -> tuple[ComparisonRow, detection.DetectionR
     ]
     if missing:
         raise ValueError(
-            f"{os.path.join(run.workdir, REPORT_FILE)!r} lacks {missing}; rerun "
+            f"{os.path.join(run.workdir, report_file)!r} lacks {missing}; rerun "
             "python -m experiments.pipeline."
         )
     result = bki_detection(scan, len(run.train))
@@ -542,7 +533,7 @@ def run_comparison(
     poisoned = np.asarray(run.train.is_poisoned, dtype=bool)
 
     if BKI in config.defences:
-        row, result, bki_entries = _bki_row(run)
+        row, result, bki_entries = _bki_row(run, config.variant)
         rows.append(row)
         detections[BKI], truths[BKI] = result, poisoned
         if result.report.get("degenerate"):
@@ -575,7 +566,7 @@ def run_comparison(
             continue
         t0 = time.time()
         result = module.detect(train_hidden, train_classes, cfg)
-        outcome = detection.sanitize_and_retrain(
+        outcome = sanitize.sanitize_and_retrain(
             run, result, retrain=config.retrain, verbose=verbose
         )
         seconds = shared_seconds + time.time() - t0

@@ -13,7 +13,7 @@ clusters are a real split of the data).
 
 Here the representation is the victim's 256-d BiLSTM state (`bki_tf.models.HIDDEN`,
 the same vector BKI scores) and the caller chooses the class of each sample: the
-victim's predicted class (what `bki_tf.comparison` passes, as the issue asks) or the
+victim's predicted class (what `bki_tf.runs.comparison` passes, as the issue asks) or the
 training label (the paper's "segmented by label"). For trigger poisoning the two
 coincide on the poisoned samples, which carry the target label and are predicted as
 the target.

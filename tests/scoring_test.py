@@ -1,4 +1,4 @@
-"""Tests of bki_tf.scanning against a literal one-deletion-at-a-time reference."""
+"""Tests of bki_tf.bki.scoring against a literal one-deletion-at-a-time reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bki_tf import models, scanning
+from bki_tf import models
+from bki_tf.bki import convergence, fast, scoring
 
 _VOCAB = 30
 _TOLERANCE = 1e-5
@@ -115,15 +116,15 @@ class LstmCellTest(tf.test.TestCase):
     def test_fast_cell_is_a_keras_lstm_step(self):
         # The fast scanner's cell on the model's own weights equals one keras LSTMCell step.
         model = _random_model(0)
-        weights = scanning._read_bilstm_weights(model)
+        weights = fast.read_bilstm_weights(model)
         cell = model.get_layer(models.BILSTM_LAYER).forward_layer.cell
         x = np.random.default_rng(0).normal(size=[3, 8]).astype(np.float32)
         h0 = np.random.default_rng(1).normal(size=[3, 4]).astype(np.float32)
         c0 = np.random.default_rng(2).normal(size=[3, 4]).astype(np.float32)
         expected_h, (_, expected_c) = cell(x, [h0, c0])
-        halve = scanning._halve_sigmoid_gates
+        halve = fast.halve_sigmoid_gates
         z = x @ halve(weights.kernel[0]) + h0 @ halve(weights.recurrent[0]) + halve(weights.bias[0])
-        h, c = scanning._scaled_lstm_cell(tf.constant(z), tf.constant(c0))
+        h, c = fast.scaled_lstm_cell(tf.constant(z), tf.constant(c0))
         self.assertAllClose(h, expected_h, atol=1e-6)
         self.assertAllClose(c, expected_c, atol=1e-6)
 
@@ -132,7 +133,7 @@ class LstmCellTest(tf.test.TestCase):
 @pytest.mark.parametrize("model_name", ["seed0", "seed1", "seed2", "trained"])
 def test_deletion_scores_match_reference(method, model_name):
     ids, lengths, expected = _reference(model_name, "deletion", tuple(_LENGTHS), _MAX_LEN, 0)
-    got = scanning.deletion_scores(_model(model_name), ids, lengths, method=method)
+    got = scoring.deletion_scores(_model(model_name), ids, lengths, method=method)
     _assert_scores_close(got, expected)
     assert got[_LENGTHS.index(0)].shape == (0,)
 
@@ -144,7 +145,7 @@ def test_small_batches_and_long_text_match_reference(method):
     lengths = (25, 2, 4, 1, 7)
     ids, lengths, expected = _reference("trained", "deletion", lengths, 27, 1)
     done = []
-    got = scanning.deletion_scores(
+    got = scoring.deletion_scores(
         _trained_model(), ids, lengths, method=method, batch_size=3, progress=done.append
     )
     _assert_scores_close(got, expected)
@@ -155,20 +156,20 @@ def test_one_token_text_scores_its_hidden_norm():
     model = _random_model(1)
     ids = np.array([[5, 0, 0]], np.int32)
     expected = np.max(np.abs(_reference_hidden(model, [5])))
-    for method in scanning.METHODS:
-        (scores,) = scanning.deletion_scores(model, ids, [1], method=method)
+    for method in scoring.METHODS:
+        (scores,) = scoring.deletion_scores(model, ids, [1], method=method)
         np.testing.assert_allclose(scores, [expected], atol=_TOLERANCE)
 
 
 @pytest.mark.parametrize("model_name", ["seed0", "trained"])
 def test_prefix_scores_match_reference(model_name):
     ids, lengths, expected = _reference(model_name, "prefix", tuple(_LENGTHS), _MAX_LEN, 2)
-    _assert_scores_close(scanning.prefix_scores(_model(model_name), ids, lengths), expected)
+    _assert_scores_close(scoring.prefix_scores(_model(model_name), ids, lengths), expected)
 
 
 def test_prefix_scores_small_batches():
     ids, lengths, expected = _reference("trained", "prefix", (12, 3, 1), 12, 4)
-    got = scanning.prefix_scores(_trained_model(), ids, lengths, batch_size=2)
+    got = scoring.prefix_scores(_trained_model(), ids, lengths, batch_size=2)
     _assert_scores_close(got, expected)
 
 
@@ -194,7 +195,7 @@ def test_fast_handles_lstm_without_bias():
     model = _custom_model(use_bias=False)
     ids, lengths = _texts([4, 1, 6], 6, seed=5)
     expected = _reference_deletion_scores(model, ids, lengths)
-    _assert_scores_close(scanning.deletion_scores(model, ids, lengths), expected)
+    _assert_scores_close(scoring.deletion_scores(model, ids, lengths), expected)
 
 
 def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():
@@ -202,11 +203,11 @@ def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():
     model = _custom_model(activation="relu")
     ids, lengths = _texts([3, 5], 5, seed=6)
     with pytest.raises(ValueError, match="activation='relu'.*method='simple'"):
-        scanning.deletion_scores(model, ids, lengths, method="fast")
+        scoring.deletion_scores(model, ids, lengths, method="fast")
     with pytest.raises(ValueError, match="activation='relu'"):
-        scanning.prefix_scores(model, ids, lengths)
+        scoring.prefix_scores(model, ids, lengths)
     expected = _reference_deletion_scores(model, ids, lengths)
-    _assert_scores_close(scanning.deletion_scores(model, ids, lengths, method="simple"), expected)
+    _assert_scores_close(scoring.deletion_scores(model, ids, lengths, method="simple"), expected)
 
 
 def test_fast_detects_hidden_output_that_is_not_the_bilstm_state():
@@ -214,16 +215,16 @@ def test_fast_detects_hidden_output_that_is_not_the_bilstm_state():
     model = _custom_model(scale_hidden=True)
     ids, lengths = _texts([3, 5], 5, seed=7)
     with pytest.raises(ValueError, match="differs from model"):
-        scanning.deletion_scores(model, ids, lengths, method="fast")
+        scoring.deletion_scores(model, ids, lengths, method="fast")
 
 
 @pytest.mark.parametrize("method", ["fast", "simple"])
 def test_empty_inputs(method):
     model = _random_model(0)
-    got = scanning.deletion_scores(model, np.zeros([2, 4], np.int32), [0, 0], method=method)
+    got = scoring.deletion_scores(model, np.zeros([2, 4], np.int32), [0, 0], method=method)
     assert [g.shape for g in got] == [(0,), (0,)]
-    assert scanning.deletion_scores(model, np.zeros([0, 4], np.int32), [], method=method) == []
-    assert [p.shape for p in scanning.prefix_scores(model, np.zeros([1, 3], np.int32), [0])] == [
+    assert scoring.deletion_scores(model, np.zeros([0, 4], np.int32), [], method=method) == []
+    assert [p.shape for p in scoring.prefix_scores(model, np.zeros([1, 3], np.int32), [0])] == [
         (0,)
     ]
 
@@ -244,14 +245,14 @@ def test_empty_inputs(method):
 )
 def test_bad_inputs_raise(ids, lengths, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        scanning.deletion_scores(_random_model(0), ids, lengths, **kwargs)
+        scoring.deletion_scores(_random_model(0), ids, lengths, **kwargs)
 
 
 def test_model_without_hidden_output_is_rejected():
     model = models.probabilities_model(_random_model(0))
-    for method in scanning.METHODS:
+    for method in scoring.METHODS:
         with pytest.raises(ValueError, match="BKI needs"):
-            scanning.deletion_scores(model, np.ones([1, 2], np.int32), [2], method=method)
+            scoring.deletion_scores(model, np.ones([1, 2], np.int32), [2], method=method)
 
 
 def _bias_only_model(forget_bias: float) -> keras.Model:
@@ -283,7 +284,7 @@ def test_state_convergence_matches_closed_form():
             stop = max(6, q + 1)
             needed += 2 * (stop - q if stop <= length - 1 else size)
             floor += 2 * size
-    got = scanning.state_convergence(model, ids, lengths, (tolerance, 10.0))
+    got = convergence.state_convergence(model, ids, lengths, (tolerance, 10.0))
     assert got[tolerance] == pytest.approx(needed / floor, abs=1e-12)
     # Any state is within 10 of any other: every job stops after its first step.
     jobs = sum(2 * max(n - 1, 0) for n in lengths.tolist())
@@ -292,7 +293,7 @@ def test_state_convergence_matches_closed_form():
 
 def test_state_convergence_shares_are_monotone_and_bounded():
     ids, lengths = _texts(_LENGTHS, _MAX_LEN, seed=2)
-    got = scanning.state_convergence(_trained_model(), ids, lengths, (0.0, 1e-4, 1e-2, 1.0))
+    got = convergence.state_convergence(_trained_model(), ids, lengths, (0.0, 1e-4, 1e-2, 1.0))
     shares = list(got.values())
     assert all(0 < s <= 1 for s in shares)
     assert shares == sorted(shares, reverse=True)
@@ -300,10 +301,10 @@ def test_state_convergence_shares_are_monotone_and_bounded():
 
 def test_state_convergence_rejects_bad_input():
     with pytest.raises(ValueError, match="tolerances must be >= 0"):
-        scanning.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [3], (-1.0,))
+        convergence.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [3], (-1.0,))
     with pytest.raises(ValueError, match=r"lengths\[0\] = 4"):
-        scanning.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [4])
+        convergence.state_convergence(_random_model(0), np.ones([1, 3], np.int32), [4])
     ids = np.array([[0, 0, 0], [5, 0, 0]], np.int32)
-    assert scanning.state_convergence(_random_model(0), ids, [0, 1]) == {
+    assert convergence.state_convergence(_random_model(0), ids, [0, 1]) == {
         0.0: 1.0, 1e-07: 1.0, 1e-06: 1.0, 1e-05: 1.0
     }  # fmt: skip

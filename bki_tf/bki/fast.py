@@ -1,53 +1,14 @@
-"""Word-deletion scores of Backdoor Keyword Identification (BKI).
+"""The fast exact BKI scorer: the BiLSTM reimplemented from its weights, with state reuse.
 
-Implements the scoring step of Chuanshuai Chen & Jiazhu Dai, "Mitigating backdoor
-attacks in LSTM-based text classification systems by Backdoor Keyword
-Identification", Neurocomputing 452, 2021 (Algorithm 1, Sec. 4.1): for a text
-`x = (x_0, ..., x_{l-1})` of token ids and every position `j`,
-
-    f_j = || h(x) - h(x without x_j) ||_inf,
-
-where `h` is the classifier's hidden output (`bki_tf.models.HIDDEN`: the forward
-LSTM state at the last token concatenated with the backward LSTM state at the first
-token) and `x without x_j` is the *shortened* text of `l - 1` tokens, exactly as if
-the word had never been written (not a zeroed embedding, not a padding token).
-
-Conventions:
-  * `h` of the empty text is the LSTMs' zero initial state, so for a 1-token text
-    `f_0 = ||h(x)||_inf`; a 0-token text has no scores (an empty array).
-  * Inputs are `int32 [N, max_len]` ids right-padded with 0 plus `lengths [N]`;
-    only `ids[i, :lengths[i]]` is read, and those ids must lie in `[1, vocab)`.
-
-`prefix_scores` gives the "local impact" of the authors' refined variant
-(`bki_tf.keywords`, `variant="refined"`): `|| h(x[:j+1]) - h(x[:j]) ||_inf` with
-`h` evaluated on the prefix alone and `h(empty) = 0`.
-
-Two exact methods compute `deletion_scores`:
-
-  * `"simple"`: a `tf.function` that builds the deletion variants in-graph
-    (gather + mask), runs the model's own `embedding` and `bilstm` layers on them and
-    reduces; texts are bucketed by length and at most `batch_size` variants go
-    through the model per call. It works for any layer configuration.
-  * `"fast"`: reimplements the BiLSTM from the model's weights and shares work
-    between variants. Deleting token `j` leaves the forward LSTM's state after
-    tokens `0..j-1` and the backward LSTM's state after tokens `l-1..j+1`
-    unchanged, so variant `j` only re-runs the forward LSTM over `j+1..l-1`, starting
-    from the original forward state, and the backward LSTM over `j-1..0`; the input
-    projections `W x_t + b` are computed once per text. That is `l (l - 1)`
-    single-direction LSTM steps (`8 H^2` FLOP each) per text instead of the
-    `2 l L` of running every variant in full (`L`: the padded length). The runs of
-    all variants ("jobs": a start state, a stretch of input projections, a length)
-    are packed best-fit-decreasing into `batch_size` lanes of a fixed number of
-    steps, so every compiled step is one dense `[2, R, H] x [2, H, 4H]` matmul with
-    no triangular waste (< 1% idle lanes on IMDB-like lengths); bucketed tile
-    shapes keep XLA from recompiling per text. Each call checks the reimplemented
-    BiLSTM against the model on one text before trusting it.
+Deleting token `j` leaves the forward LSTM's state after tokens `0..j-1` and the
+backward LSTM's state after tokens `l-1..j+1` unchanged, so variant `j` only re-runs the
+forward LSTM over `j+1..l-1` from the original forward state, and the backward LSTM over
+`j-1..0`; see `bki_tf.bki.scoring` for the contract and the packing of the jobs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Callable
 
 import keras
@@ -56,11 +17,6 @@ import tensorflow as tf
 
 from bki_tf import models
 
-METHODS = ("fast", "simple")
-DEFAULT_BATCH_SIZE = 512
-
-# Token positions (texts x padded length) of one fast chunk; bounds its tables to
-# 2 directions x 8H floats per position (projections 4H, three state tables, results).
 _MAX_POSITIONS = 16384
 # Padded text lengths: one compiled first pass per value.
 _LENGTH_BUCKETS = (8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
@@ -69,209 +25,8 @@ _MIN_LANES = 16
 _VERIFY_TOLERANCE = 1e-4
 
 
-def deletion_scores(
-    model: keras.Model,
-    ids: np.ndarray,
-    lengths: np.ndarray,
-    method: str = "fast",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Callable[[int], None] | None = None,
-) -> list[np.ndarray]:
-    """BKI word-deletion scores `f_ij = ||h(x_i) - h(x_i without token j)||_inf`.
-
-    Chen & Dai (2021), Algorithm 1; see the module docstring for the conventions.
-
-    Args:
-      model: A classifier from `bki_tf.build_classifier` (outputs
-        `[probabilities, hidden]`, layers `embedding` and `bilstm`).
-      ids: `int32 [N, max_len]` token ids, right-padded with 0.
-      lengths: `int [N]` number of real tokens per text, `0 <= lengths[i] <= max_len`.
-      method: `"fast"` (state reuse, XLA) or `"simple"` (the model's layers on
-        in-graph deletion variants). Both are exact.
-      batch_size: Deletion variants evaluated side by side: per LSTM direction and
-        compiled step for `"fast"`, per model call for `"simple"`. Bounds memory.
-      progress: Optional callable, called with the number of texts finished so far
-        after each batch.
-
-    Returns:
-      `N` arrays, the `i`-th `float32 [lengths[i]]`.
-
-    Raises:
-      ValueError: On an unknown `method`, malformed `ids`/`lengths`, ids outside the
-        vocabulary, or a model without the BKI structure.
-    """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; use one of {METHODS}.")
-    ids, lengths = _validate(model, ids, lengths, batch_size)
-    if method == "simple":
-        return _simple_deletion_scores(model, ids, lengths, batch_size, progress)
-    weights = _read_bilstm_weights(model)
-    return _FastScanner(model, weights, batch_size).run(ids, lengths, "deletion", progress)
-
-
-def prefix_scores(
-    model: keras.Model,
-    ids: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Callable[[int], None] | None = None,
-) -> list[np.ndarray]:
-    """Local impact `||h(x_i[:j+1]) - h(x_i[:j])||_inf` of the refined BKI variant.
-
-    `h(prefix)` is the model's hidden output on the prefix as a text of its own
-    (the backward LSTM therefore starts at the prefix's last token), `h(empty) = 0`.
-    The forward half comes from one pass per text; the backward LSTM is re-run for
-    every prefix, packed as in the fast deletion scorer (`l (l - 1) / 2` steps).
-
-    Args:
-      model: A classifier from `bki_tf.build_classifier`.
-      ids: `int32 [N, max_len]` token ids, right-padded with 0.
-      lengths: `int [N]` number of real tokens per text.
-      batch_size: Prefix runs advanced side by side per compiled step.
-      progress: Optional callable, called with the number of texts finished so far.
-
-    Returns:
-      `N` arrays, the `i`-th `float32 [lengths[i]]`.
-
-    Raises:
-      ValueError: On malformed inputs or a model without the BKI structure.
-    """
-    ids, lengths = _validate(model, ids, lengths, batch_size)
-    weights = _read_bilstm_weights(model)
-    return _FastScanner(model, weights, batch_size).run(ids, lengths, "prefix", progress)
-
-
-def state_convergence(
-    model: keras.Model,
-    ids: np.ndarray,
-    lengths: np.ndarray,
-    tolerances: tuple[float, ...] = (0.0, 1e-7, 1e-6, 1e-5),
-) -> dict[float, float]:
-    """Share of the fast scorer's LSTM steps left if jobs stopped on converged states.
-
-    A deletion job of the fast scorer (direction `d`, deleted position `q`) runs the
-    LSTM over the positions after `q` from the original state before `q`. Once its
-    state `(h, c)` equals the original pass' state at the same position, every later
-    step repeats the original pass, so the job could stop there. This measures how
-    much of the `l (l - 1)` floor such an early exit would skip: with `tolerance = 0`
-    (bit-identical states) the shortcut is exact, with a positive one it is not.
-
-    Args:
-      model: A classifier from `bki_tf.build_classifier`.
-      ids: `int32 [N, max_len]` token ids, right-padded with 0.
-      lengths: `int [N]` number of real tokens per text.
-      tolerances: Largest `max(|h - h_orig|, |c - c_orig|)` counted as converged.
-
-    Returns:
-      `{tolerance: steps until convergence (or the job's end) / floor steps}`; 1.0
-      means no step could be skipped.
-
-    Raises:
-      ValueError: On malformed inputs, a negative tolerance or a model without the BKI
-        structure.
-    """
-    ids, lengths = _validate(model, ids, lengths, DEFAULT_BATCH_SIZE)
-    if any(not t >= 0 for t in tolerances):
-        raise ValueError(f"tolerances must be >= 0; got {tolerances}.")
-    weights = _read_bilstm_weights(model)
-    kernel = _halve_sigmoid_gates(weights.kernel)
-    bias = _halve_sigmoid_gates(weights.bias)
-    recurrent = _halve_sigmoid_gates(weights.recurrent)
-    units = weights.units
-    needed = np.zeros(len(tolerances), np.float64)
-    floor = 0.0
-    for i, length in enumerate(lengths.tolist()):
-        if length < 2:
-            continue
-        for d in range(2):
-            tokens = ids[i, :length] if d == 0 else ids[i, length - 1 :: -1]
-            inputs = weights.embeddings[tokens] @ kernel[d] + bias[d]  # [l, 4H]
-            # Row 0 is the original pass, row 1 + q the job deleting position q; they
-            # run in one batch, so they share the arithmetic. Job q starts at position
-            # q + 1 from the original state after position q - 1 (zero for q = 0).
-            h = np.zeros([length, units], np.float32)
-            c = np.zeros([length, units], np.float32)
-            history = [(h[0].copy(), c[0].copy())]  # Original states before each position.
-            stopped = np.full([len(tolerances), length - 1], -1, np.int64)
-            for p in range(length):
-                if p >= 1:
-                    h[p], c[p] = history[p - 1]
-                z = inputs[p] + h[: p + 1] @ recurrent[d]
-                t = np.tanh(z)
-                i_gate, f_gate, g_gate, o_gate = np.split(t, 4, axis=-1)
-                c[: p + 1] = (0.5 + 0.5 * f_gate) * c[: p + 1] + (0.5 + 0.5 * i_gate) * g_gate
-                h[: p + 1] = (0.5 + 0.5 * o_gate) * np.tanh(c[: p + 1])
-                history.append((h[0].copy(), c[0].copy()))
-                if p >= 1:
-                    gap = np.maximum(
-                        np.abs(h[1 : p + 1] - h[0]).max(axis=1),
-                        np.abs(c[1 : p + 1] - c[0]).max(axis=1),
-                    )
-                    for k, tolerance in enumerate(tolerances):
-                        newly = np.flatnonzero((stopped[k, :p] < 0) & (gap <= tolerance))
-                        stopped[k, newly] = p
-            q = np.arange(length - 1)
-            sizes = length - 1 - q
-            floor += float(sizes.sum())
-            for k in range(len(tolerances)):
-                steps = np.where(stopped[k] >= 0, stopped[k] - q, sizes)
-                needed[k] += float(steps.sum())
-    if floor == 0:
-        return {float(t): 1.0 for t in tolerances}
-    return {float(t): float(n / floor) for t, n in zip(tolerances, needed)}
-
-
-# ----------------------------------------------------------------------------------
-# Validation and weights.
-
-
-def _validate(
-    model: keras.Model, ids: np.ndarray, lengths: np.ndarray, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    models.check_classifier(model)
-    embedding = model.get_layer(models.EMBEDDING_LAYER)
-    if not getattr(embedding, "mask_zero", False):
-        raise ValueError(
-            f"Layer {embedding.name!r} must mask padding (mask_zero=True): BKI deletes words "
-            "by shortening the text, which needs the model to ignore padding."
-        )
-    ids = np.asarray(ids)
-    lengths = np.asarray(lengths)
-    if lengths.size == 0:
-        lengths = lengths.astype(np.int64)
-    if ids.ndim != 2:
-        raise ValueError(f"ids must be [num_texts, max_len]; got shape {ids.shape}.")
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must hold integer token ids; got dtype {ids.dtype}.")
-    if lengths.shape != (ids.shape[0],):
-        raise ValueError(
-            f"lengths must have shape [num_texts] = ({ids.shape[0]},); got {lengths.shape}."
-        )
-    if not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths must be integers; got dtype {lengths.dtype}.")
-    if lengths.size and (lengths.min() < 0 or lengths.max() > ids.shape[1]):
-        bad = int(np.flatnonzero((lengths < 0) | (lengths > ids.shape[1]))[0])
-        raise ValueError(
-            f"lengths[{bad}] = {lengths[bad]} is outside [0, max_len = {ids.shape[1]}]; "
-            "pass the number of real tokens of each (right-padded) row."
-        )
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2; got {batch_size}.")
-    vocab_size = int(embedding.input_dim)
-    inside = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-    bad = inside & ((ids < 1) | (ids >= vocab_size))
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(
-            f"ids[{i}, {j}] = {ids[i, j]} is not a token id in [1, vocab_size = {vocab_size}) "
-            f"although lengths[{i}] = {lengths[i]}; 0 is padding and only allowed after the "
-            "text, and ids must come from the model's vocabulary."
-        )
-    return np.where(inside, ids, 0).astype(np.int32), lengths.astype(np.int64)
-
-
 @dataclasses.dataclass(frozen=True)
-class _BiLstmWeights:
+class BiLstmWeights:
     """The BiLSTM in the layout of the fast scorer (direction 0 forward, 1 backward).
 
     Gate order i, f, g, o along the `4H` axis, as in `keras.layers.LSTMCell`.
@@ -287,7 +42,7 @@ class _BiLstmWeights:
         return self.recurrent.shape[1]
 
 
-def _read_bilstm_weights(model: keras.Model) -> _BiLstmWeights:
+def read_bilstm_weights(model: keras.Model) -> BiLstmWeights:
     """Reads the weights, rejecting LSTM options the fast scorer does not reproduce."""
     bilstm = model.get_layer(models.BILSTM_LAYER)
     embedding = model.get_layer(models.EMBEDDING_LAYER)
@@ -329,97 +84,12 @@ def _read_bilstm_weights(model: keras.Model) -> _BiLstmWeights:
             bias = np.zeros([4 * units], np.float32)
         directions.append((kernel, recurrent, bias))
     table = keras.ops.convert_to_numpy(embedding.embeddings).astype(np.float32)
-    return _BiLstmWeights(
+    return BiLstmWeights(
         embeddings=table,
         kernel=np.stack([d[0] for d in directions]),
         recurrent=np.stack([d[1] for d in directions]),
         bias=np.stack([d[2] for d in directions]),
     )
-
-
-# ----------------------------------------------------------------------------------
-# The simple method: the model's layers on in-graph deletion variants.
-
-_SIMPLE_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _simple_function(model: keras.Model) -> Callable[..., tf.Tensor]:
-    """One compiled variant scorer per model (it captures the model's layers)."""
-    if model in _SIMPLE_FUNCTIONS:
-        return _SIMPLE_FUNCTIONS[model]
-    embedding = model.get_layer(models.EMBEDDING_LAYER)
-    bilstm = model.get_layer(models.BILSTM_LAYER)
-
-    def hidden(tokens):
-        return bilstm(embedding(tokens), mask=embedding.compute_mask(tokens), training=False)
-
-    # Compiled once with dynamic shapes: every bucket and chunk reuses one graph.
-    @tf.function(
-        autograph=False,
-        input_signature=[
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ],
-    )
-    def score(ids, lengths, first, count):
-        """`ids [B, L]`, deletions `first..first+count-1` -> `float32 [B, count]`."""
-        max_len = tf.shape(ids)[1]
-        deleted = first + tf.range(count)
-        position = tf.range(max_len)
-        # Variant position t reads original position t (before the deletion) or t + 1.
-        source = position[None, :] + tf.cast(position[None, :] >= deleted[:, None], tf.int32)
-        variants = tf.gather(ids, tf.minimum(source, max_len - 1), axis=1)  # [B, count, L]
-        keep = position[None, None, :] < lengths[:, None, None] - 1
-        variants = tf.where(keep, variants, tf.zeros_like(variants))
-        flat = tf.reshape(variants, [-1, max_len])
-        h_variants = tf.reshape(hidden(flat), [tf.shape(ids)[0], count, -1])
-        h_original = hidden(ids)
-        return tf.reduce_max(tf.abs(h_variants - h_original[:, None, :]), axis=-1)
-
-    _SIMPLE_FUNCTIONS[model] = score
-    return score
-
-
-def _simple_deletion_scores(
-    model: keras.Model,
-    ids: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int,
-    progress: Callable[[int], None] | None,
-) -> list[np.ndarray]:
-    score = _simple_function(model)
-    results = [np.zeros([int(n)], np.float32) for n in lengths]
-    order = [int(i) for i in np.argsort(lengths, kind="stable") if lengths[i] > 0]
-    done = int(np.sum(lengths == 0))
-    start = 0
-    while start < len(order):
-        bucket = _bucket(int(lengths[order[start]]))
-        end = start
-        while end < len(order) and _bucket(int(lengths[order[end]])) == bucket:
-            end += 1
-        group = order[start:end]
-        # Sorted ascending, so the group's last text is its longest.
-        width = int(lengths[group[-1]])
-        per_call = max(1, batch_size // width)
-        for first_text in range(0, len(group), per_call):
-            members = group[first_text : first_text + per_call]
-            batch_ids = ids[members, :width]
-            batch_lengths = lengths[members].astype(np.int32)
-            count = min(width, batch_size)
-            for first in range(0, width, count):
-                n = min(count, width - first)
-                diffs = score(batch_ids, batch_lengths, np.int32(first), np.int32(n)).numpy()
-                for row, i in enumerate(members):
-                    stop = min(first + n, int(lengths[i]))
-                    if stop > first:
-                        results[i][first:stop] = diffs[row, : stop - first]
-            done += len(members)
-            if progress is not None:
-                progress(done)
-        start = end
-    return results
 
 
 # ----------------------------------------------------------------------------------
@@ -432,18 +102,18 @@ def _simple_deletion_scores(
 _GATE_SCALE = np.array([0.5, 0.5, 1.0, 0.5], np.float32)
 
 
-def _halve_sigmoid_gates(weights: np.ndarray) -> np.ndarray:
+def halve_sigmoid_gates(weights: np.ndarray) -> np.ndarray:
     """Multiplies the i, f and o blocks of the last (`4H`) axis by 1/2."""
     units = weights.shape[-1] // 4
     return weights * np.repeat(_GATE_SCALE, units)
 
 
-def _scaled_lstm_cell(z: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def scaled_lstm_cell(z: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One `keras.layers.LSTMCell` step (gates i, f, g, o; sigmoid and tanh).
 
     Args:
       z: `float32 [..., 4H]` pre-activations `W x + U h + b` computed with weights
-        from `_halve_sigmoid_gates`.
+        from `halve_sigmoid_gates`.
       c: `float32 [..., H]` previous carry.
 
     Returns:
@@ -467,7 +137,7 @@ def _first_pass(embeddings, kernel, bias, recurrent, tokens):
     Args:
       embeddings: `float32 [vocab, d]`.
       kernel: `float32 [2, d, 4H]`; bias `float32 [2, 4H]`; recurrent `float32 [2, H, 4H]`
-        (i, f, o blocks halved, see `_scaled_lstm_cell`).
+        (i, f, o blocks halved, see `scaled_lstm_cell`).
       tokens: `int32 [L, 2, n]` ids in each direction's processing order (direction 1
         holds every text reversed), padded after the text.
 
@@ -484,7 +154,7 @@ def _first_pass(embeddings, kernel, bias, recurrent, tokens):
     inputs = inputs + bias[None, :, None, :]
 
     def step(p, h, c, hs, cs):
-        h, c = _scaled_lstm_cell(inputs[p] + tf.matmul(h, recurrent), c)
+        h, c = scaled_lstm_cell(inputs[p] + tf.matmul(h, recurrent), c)
         return p + 1, h, c, hs.write(p, h), cs.write(p, c)
 
     zeros = tf.zeros(tf.stack([directions, n, units]))
@@ -563,7 +233,7 @@ def _run_tile(
         h = tf.tensor_scatter_nd_update(h, lanes, tf.gather(states_h, reset_rows[k]))
         c = tf.tensor_scatter_nd_update(c, lanes, tf.gather(states_c, reset_rows[k]))
         hidden = tf.matmul(tf.reshape(h, tf.stack([directions, -1, units])), recurrent)
-        h, c = _scaled_lstm_cell(x + tf.reshape(hidden, tf.shape(x)), c)
+        h, c = scaled_lstm_cell(x + tf.reshape(hidden, tf.shape(x)), c)
         out = tf.tensor_scatter_nd_update(out, end_rows[k][:, None], tf.gather(h, end_lanes[k]))
         return k + 1, h, c, out
 
@@ -596,19 +266,71 @@ class _Jobs:
     input_stride: int
 
 
-class _FastScanner:
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One independent unit of a fast scan.
+
+    Attributes:
+      texts: `int64 [n]` indices of the chunk's texts (longest first).
+      capacity: Texts the chunk's tables hold (`n <= capacity`).
+      length_pad: Padded text length of the chunk.
+    """
+
+    texts: np.ndarray
+    capacity: int
+    length_pad: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanPlan:
+    """How a fast scan cuts its texts: the tile step count and the chunks, in order."""
+
+    steps: int
+    chunks: tuple[Chunk, ...]
+
+
+class FastScanner:
     """Runs the two-phase fast scan over one model's weights."""
 
-    def __init__(self, model: keras.Model, weights: _BiLstmWeights, batch_size: int):
+    def __init__(self, model: keras.Model, weights: BiLstmWeights, batch_size: int):
         self._model = model
         self._weights = weights
         self._lanes = int(batch_size)
         self._embeddings = tf.constant(weights.embeddings)
-        self._kernel = tf.constant(_halve_sigmoid_gates(weights.kernel))
-        self._bias = tf.constant(_halve_sigmoid_gates(weights.bias))
-        self._recurrent = tf.constant(_halve_sigmoid_gates(weights.recurrent))
+        self._kernel = tf.constant(halve_sigmoid_gates(weights.kernel))
+        self._bias = tf.constant(halve_sigmoid_gates(weights.bias))
+        self._recurrent = tf.constant(halve_sigmoid_gates(weights.recurrent))
         self._recurrent_backward = self._recurrent[1:]
         self._verified = False
+
+    def plan(self, lengths: np.ndarray) -> ScanPlan:
+        """Cuts the texts into the chunks this scanner runs, longest first.
+
+        The plan depends only on `lengths` and the lane count, and every chunk is an
+        independent computation, so running the chunks one by one (or on several
+        machines) gives scores bit-identical to one `run` over all texts.
+        """
+        lengths = np.asarray(lengths, np.int64)
+        order = [int(i) for i in np.argsort(-lengths, kind="stable") if lengths[i] > 0]
+        if not order:
+            return ScanPlan(steps=8, chunks=())
+        max_len = int(lengths[order[0]])
+        # Every tile runs `steps` steps: the longest job of this call (l - 1), rounded up.
+        steps = max(8, -(-(max_len - 1) // 8) * 8)
+        positions = min(
+            _MAX_POSITIONS,
+            _next_power_of_two(sum(length_bucket(int(lengths[i])) for i in order)),
+        )
+        positions = max(positions, length_bucket(max_len))
+        chunks = []
+        start = 0
+        while start < len(order):
+            length_pad = length_bucket(int(lengths[order[start]]))
+            capacity = positions // length_pad
+            members = np.asarray(order[start : start + capacity], np.int64)
+            chunks.append(Chunk(texts=members, capacity=capacity, length_pad=length_pad))
+            start += len(members)
+        return ScanPlan(steps=steps, chunks=tuple(chunks))
 
     def run(
         self,
@@ -618,29 +340,26 @@ class _FastScanner:
         progress: Callable[[int], None] | None,
     ) -> list[np.ndarray]:
         results = [np.zeros([int(n)], np.float32) for n in lengths]
-        order = [int(i) for i in np.argsort(-lengths, kind="stable") if lengths[i] > 0]
-        done = len(lengths) - len(order)
-        if not order:
-            return results
-        max_len = int(lengths[order[0]])
-        # Every tile runs `steps` steps: the longest job of this call (l - 1), rounded up.
-        steps = max(8, -(-(max_len - 1) // 8) * 8)
-        positions = min(
-            _MAX_POSITIONS,
-            _next_power_of_two(sum(_bucket(int(lengths[i])) for i in order)),
-        )
-        positions = max(positions, _bucket(max_len))
-        start = 0
-        while start < len(order):
-            length_pad = _bucket(int(lengths[order[start]]))
-            capacity = positions // length_pad
-            chunk = order[start : start + capacity]
-            self._run_chunk(ids, lengths, chunk, capacity, length_pad, steps, kind, results)
-            done += len(chunk)
-            start += len(chunk)
+        plan = self.plan(lengths)
+        done = int(np.sum(np.asarray(lengths) == 0))
+        for chunk in plan.chunks:
+            for i, values in zip(chunk.texts, self.run_chunk(ids, lengths, plan, chunk, kind)):
+                results[int(i)] = values
+            done += len(chunk.texts)
             if progress is not None:
                 progress(done)
         return results
+
+    def run_chunk(
+        self, ids: np.ndarray, lengths: np.ndarray, plan: ScanPlan, chunk: Chunk, kind: str
+    ) -> list[np.ndarray]:
+        """Scores of `chunk.texts`, in that order (`float32 [lengths[i]]` each)."""
+        results: dict[int, np.ndarray] = {}
+        members = [int(i) for i in chunk.texts]
+        self._run_chunk(
+            ids, lengths, members, chunk.capacity, chunk.length_pad, plan.steps, kind, results
+        )
+        return [results[i] for i in members]
 
     def _run_chunk(self, ids, lengths, chunk, capacity, length_pad, steps, kind, results):
         n = len(chunk)
@@ -870,7 +589,7 @@ def _best_fit_decreasing(sizes: np.ndarray, capacity: int) -> tuple[np.ndarray, 
     return lane, offset, num_lanes
 
 
-def _bucket(length: int) -> int:
+def length_bucket(length: int) -> int:
     """Padded length for a text of `length` tokens (few distinct compiled shapes)."""
     for b in _LENGTH_BUCKETS:
         if length <= b:

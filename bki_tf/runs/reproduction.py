@@ -1,7 +1,7 @@
 """The BKI paper's experiment grid (Chen & Dai 2021, Tables 2 and 3).
 
 Six trigger sentences on IMDB and DBpedia, plus clean runs, each run through
-`bki_tf.pipeline.run_pipeline` in its own sub-folder (so an interrupted grid
+`bki_tf.runs.pipeline.run_pipeline` in its own sub-folder (so an interrupted grid
 resumes), then tabulated beside the paper's published figures.
 """
 
@@ -11,7 +11,9 @@ import dataclasses
 import os
 import re
 
-from bki_tf import artifacts, attack, pipeline
+from bki_tf import artifacts
+from bki_tf.bki.detector import BKIConfig
+from bki_tf.runs import attack, pipeline
 
 TRIGGERS = (
     "time flies like an arrow",
@@ -103,7 +105,7 @@ def cell_config(cell: GridCell, base: attack.AttackConfig) -> attack.AttackConfi
 def run_grid(
     cells: list[GridCell],
     base_configs: dict[str, attack.AttackConfig],
-    scan_config: pipeline.ScanConfig,
+    scan_config: BKIConfig,
     workdir: str,
     verbose: int | str = 2,
 ) -> list[dict]:
@@ -125,10 +127,16 @@ def run_grid(
         if cell.dataset not in base_configs:
             raise ValueError(f"No base config for dataset {cell.dataset!r}.")
         config = cell_config(cell, base_configs[cell.dataset])
+        clean = os.path.join(workdir, GridCell(cell.dataset, None).name)
+        clean_workdir = clean if cell.trigger is not None and attack.is_complete(clean) else None
         report = pipeline.run_pipeline(
-            config, scan_config, os.path.join(workdir, cell.name), verbose=verbose
+            config,
+            scan_config,
+            os.path.join(workdir, cell.name),
+            verbose=verbose,
+            clean_workdir=clean_workdir,
         )
-        reports.append({"cell": cell.name, "clean_run": cell.trigger is None, **report})
+        reports.append({"cell": cell.name, "clean_run": cell.trigger is None, **report.to_dict()})
         write_tables(reports, workdir, variant=scan_config.variant)
     return reports
 
@@ -168,8 +176,9 @@ def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> N
     t3 = [
         f"## Table 3: BKI ({variant} variant)",
         "",
-        "| dataset | trigger | keyword | precision % | recall % | removed | ASR after % | accuracy after % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | trigger | keyword | precision % | recall % | removed | ASR after % | "
+        "untriggered → target after % | clean model's ASR % | accuracy after % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in reports:
         trig = None if r["clean_run"] else r["trigger"]
@@ -183,7 +192,9 @@ def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> N
             f"| {r['dataset']} | {shown} | {_keyword(r)} | "
             f"{_pct(r['precision']) if trig else '—'} | {_pct(r['recall']) if trig else '—'} | "
             f"{r['removed']} ({_pct(r['removed_share'])} %) | "
-            f"{_pct(r['asr_after']) if trig else '—'} | {_pct(r['accuracy_after'])} |"
+            f"{_pct(r['asr_after']) if trig else '—'} | "
+            f"{_pct(r.get('untriggered_target_share_after')) if trig else '—'} | "
+            f"{_pct(r.get('asr_clean_model')) if trig else '—'} | {_pct(r['accuracy_after'])} |"
         )
     notes = [
         "",
@@ -191,7 +202,10 @@ def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> N
         f"the paper reports ASR {PAPER_RANGES['asr']}, BKI precision {PAPER_RANGES['precision']}, "
         f"recall {PAPER_RANGES['recall']}, ASR after retraining {PAPER_RANGES['asr_after']['imdb']} "
         f"(IMDB) and {PAPER_RANGES['asr_after']['dbpedia']} (DBpedia). Clean runs: the share of "
-        "texts BKI removes from an unpoisoned training set and the accuracy after retraining.",
+        "texts BKI removes from an unpoisoned training set and the accuracy after retraining. "
+        "Read ASR after against the floor beside it: 'untriggered → target' is the share of "
+        "non-target test texts *without* the trigger the retrained model gives the target, "
+        "and 'clean model's ASR' the clean run's model on the same triggered texts.",
     ]
     artifacts.write_text(
         os.path.join(workdir, tables_name(variant) + ".md"),

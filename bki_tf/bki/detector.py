@@ -1,0 +1,407 @@
+"""BKI as one in-memory call: `detect(model, texts, vocabulary)` -> `BKIResult`.
+
+Backdoor Keyword Identification (Chen & Dai, "Mitigating backdoor attacks in
+LSTM-based text classification systems by Backdoor Keyword Identification",
+Neurocomputing 452, 2021, Algorithm 1): score every word of every training text
+by the l-inf change of the model's hidden representation when the word is deleted
+(`bki_tf.bki.scoring`), keep each text's top-p words, build the keyword dictionary
+and flag the texts whose suspicious words hold the keyword (`bki_tf.bki.keywords`).
+
+No file IO happens here; `bki_tf.runs.pipeline` is "load a run, `detect`, write".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from bki_tf import detection, tokenization
+from bki_tf.bki import keywords, scoring
+
+VARIANTS = keywords.VARIANTS
+METHODS = scoring.METHODS
+METHOD_NAME = "bki"
+
+
+@dataclasses.dataclass(frozen=True)
+class BKIConfig:
+    """Settings of a BKI scan; every check on them lives here.
+
+    Attributes:
+      p: Suspicious words kept per text (paper: 5; refined: per n-gram size).
+      variant: `paper` (Algorithm 1) or `refined` (the authors' code; see
+        `bki_tf.bki.keywords`).
+      method: Deletion scorer, `fast` (state reuse) or `simple` (the model's layers
+        on compiled deletion variants); both exact.
+      min_ngram: Shortest n-gram key of the refined variant.
+      max_ngram: Longest n-gram key of the refined variant.
+      alpha: The refined variant's `a` in s = round((a N)^2).
+      scan_batch_size: Deletion variants scored side by side (bounds memory; results do
+        not depend on it, so it is not part of a scan's identity).
+    """
+
+    p: int = 5
+    variant: str = "paper"
+    method: str = "fast"
+    min_ngram: int = 1
+    max_ngram: int = 3
+    alpha: float = 0.05
+    scan_batch_size: int = scoring.DEFAULT_BATCH_SIZE
+
+    def __post_init__(self):
+        for name in ("p", "min_ngram", "max_ngram", "scan_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"BKIConfig.{name} must be an integer, got {value!r}.")
+        if self.p < 1:
+            raise ValueError(f"p must be >= 1 (suspicious words per text), got {self.p}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"Unknown BKI variant {self.variant!r}; choose one of {VARIANTS}.")
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown scoring method {self.method!r}; choose one of {METHODS}.")
+        if self.min_ngram < 1:
+            raise ValueError(f"min_ngram must be >= 1, got {self.min_ngram}.")
+        if self.max_ngram < self.min_ngram:
+            raise ValueError(
+                f"max_ngram must be >= min_ngram = {self.min_ngram}, got {self.max_ngram}."
+            )
+        if isinstance(self.alpha, bool) or not 0 < float(self.alpha) < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
+        if self.scan_batch_size < 2:
+            raise ValueError(f"scan_batch_size must be >= 2, got {self.scan_batch_size}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BKIConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown BKI config key(s) {unknown}; known: {sorted(known)}.")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the result (all but `scan_batch_size`)."""
+        d = self.to_dict()
+        del d["scan_batch_size"]
+        return d
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BKIResult:
+    """What BKI found in a training set.
+
+    Attributes:
+      config: The scan's settings.
+      selection: The dictionary, the per-text suspicious words and the flagged texts
+        (`keywords.KeywordResult`).
+      scores: Per text, `float32 [l_i]` word-deletion scores f_ij.
+      local_scores: Per text, `float32 [l_i]` local impacts (refined variant), else None.
+      detection: The package's detector contract: per-text suspicion score (the
+        keyword's best score among the text's suspicious words, 0 if absent) and the
+        flag decision.
+      scan_seconds: Wall time of the scoring (0 when scores were given).
+    """
+
+    config: BKIConfig
+    selection: keywords.KeywordResult
+    scores: tuple[np.ndarray, ...]
+    local_scores: tuple[np.ndarray, ...] | None
+    detection: detection.DetectionResult
+    scan_seconds: float = 0.0
+
+    def __post_init__(self):
+        n = self.selection.num_texts
+        if len(self.scores) != n or self.detection.num_samples != n:
+            raise ValueError(
+                f"BKIResult: {n} texts selected but {len(self.scores)} score arrays and "
+                f"{self.detection.num_samples} detection scores."
+            )
+        object.__setattr__(self, "scores", tuple(np.asarray(s, np.float32) for s in self.scores))
+        if self.local_scores is not None:
+            object.__setattr__(
+                self, "local_scores", tuple(np.asarray(s, np.float32) for s in self.local_scores)
+            )
+
+    @property
+    def keyword(self) -> str:
+        return self.selection.keyword
+
+    @property
+    def keyword_label(self) -> int | None:
+        return self.selection.keyword_label
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """`int64 [k]` sorted indices of the flagged texts."""
+        return self.selection.flagged
+
+    @property
+    def dictionary(self) -> tuple[keywords.KeywordEntry, ...]:
+        """Every dictionary entry, best first."""
+        return self.selection.entries
+
+    @property
+    def suspicious(self) -> tuple[tuple[tuple[str, float], ...], ...]:
+        """Per text, its `(word, score)` suspicious words in selection order."""
+        return self.selection.suspicious
+
+    @property
+    def num_texts(self) -> int:
+        return self.selection.num_texts
+
+    def evaluate(self, is_poisoned: np.ndarray) -> detection.DetectionEvaluation:
+        """Precision, recall, F1 and AUROC against a ground-truth poison mask."""
+        return detection.evaluate(self.detection, is_poisoned)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the scores as flat lists with the text lengths)."""
+        lengths = [int(s.size) for s in self.scores]
+        return {
+            "config": self.config.to_dict(),
+            "keyword": self.keyword,
+            "keyword_label": self.keyword_label,
+            "num_texts": self.num_texts,
+            "num_flagged": int(self.flagged.size),
+            "flagged": self.flagged.tolist(),
+            "scan_seconds": self.scan_seconds,
+            "selection": self.selection.to_dict(),
+            "lengths": lengths,
+            "scores": _flat(self.scores).tolist(),
+            "local_scores": None
+            if self.local_scores is None
+            else _flat(self.local_scores).tolist(),
+            "detection": self.detection.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BKIResult:
+        """Inverse of `to_dict()`."""
+        lengths = np.asarray(d["lengths"], np.int64)
+        return cls(
+            config=BKIConfig.from_dict(d["config"]),
+            selection=keywords.KeywordResult.from_dict(d["selection"]),
+            scores=tuple(split_flat(np.asarray(d["scores"], np.float32), lengths)),
+            local_scores=None
+            if d.get("local_scores") is None
+            else tuple(split_flat(np.asarray(d["local_scores"], np.float32), lengths)),
+            detection=detection.DetectionResult.from_dict(d["detection"]),
+            scan_seconds=float(d.get("scan_seconds", 0.0)),
+        )
+
+    def summary(self) -> str:
+        return f"{self.selection.summary()}\n\nScan: {self.num_texts} texts in {self.scan_seconds:.1f} s."
+
+
+def _flat(scores: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate(scores) if len(scores) else np.zeros(0, np.float32)
+
+
+def split_flat(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Inverse of concatenating per-text arrays of `lengths`."""
+    lengths = np.asarray(lengths, np.int64)
+    if int(lengths.sum()) != flat.size:
+        raise ValueError(f"{flat.size} scores do not cover texts of total length {lengths.sum()}.")
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def encode_texts(
+    texts: Sequence[str] | np.ndarray,
+    vocabulary: Sequence[str],
+    max_len: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids `int32 [N, L]` (right-padded) and lengths `int64 [N]` of raw or id texts.
+
+    Args:
+      texts: Raw strings (tokenised like the package's `TextVectorization`), or token
+        ids: an `int [N, L]` array right-padded with 0, or a list of 1-D id arrays.
+      vocabulary: Id -> token (`vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`).
+      max_len: Tokens kept per raw text (default: the longest text).
+    """
+    vocabulary = list(vocabulary)
+    if len(vocabulary) < 2 or vocabulary[0] != "" or vocabulary[1] != tokenization.OOV_TOKEN:
+        raise ValueError(
+            "vocabulary must start with '' (padding, id 0) and "
+            f"{tokenization.OOV_TOKEN!r} (OOV, id 1), as TextVectorization's does; got "
+            f"{vocabulary[:2]}."
+        )
+    if isinstance(texts, np.ndarray) and np.issubdtype(texts.dtype, np.integer):
+        if texts.ndim != 2:
+            raise ValueError(f"Token-id texts must be [num_texts, max_len]; got {texts.shape}.")
+        ids = texts.astype(np.int32)
+        lengths = (ids != tokenization.PAD_ID).sum(axis=1).astype(np.int64)
+        inside = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        if np.any((ids != 0) & ~inside):
+            raise ValueError(
+                "Token-id texts must be right-padded with 0 (no 0 inside a text); pass a "
+                "list of 1-D id arrays for texts that hold id 0."
+            )
+        return ids, lengths
+    texts = list(texts)
+    if texts and all(isinstance(t, str) for t in texts):
+        width = max_len
+        if width is None:
+            width = max([len(tokenization.tokenize(t)) for t in texts] + [1])
+        vectorizer = tokenization.vectorizer_from_vocabulary(vocabulary, width)
+        ids, lengths = tokenization.encode(vectorizer, texts)
+        return ids.astype(np.int32), lengths.astype(np.int64)
+    arrays = []
+    for i, t in enumerate(texts):
+        a = np.asarray(t)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(
+                f"texts[{i}] is neither a string nor a 1-D array of token ids: {type(t).__name__}."
+            )
+        arrays.append(a.astype(np.int32))
+    lengths = np.asarray([a.size for a in arrays], np.int64)
+    ids = np.zeros([len(arrays), max(1, int(lengths.max(initial=0)))], np.int32)
+    for i, a in enumerate(arrays):
+        ids[i, : a.size] = a
+    return ids, lengths
+
+
+def select(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    scores: Sequence[np.ndarray],
+    vocabulary: Sequence[str],
+    config: BKIConfig,
+    labels: np.ndarray | None = None,
+    local_scores: Sequence[np.ndarray] | None = None,
+    scan_seconds: float = 0.0,
+) -> BKIResult:
+    """Keyword selection and flagging from precomputed scores (no model needed).
+
+    Args:
+      ids, lengths: As returned by `encode_texts`.
+      scores: Per text, its deletion scores (`scoring.deletion_scores`).
+      vocabulary: Id -> token.
+      config: The scan's settings.
+      labels: `int [N]` training labels (required by the refined variant).
+      local_scores: Per text, its local impacts (required by the refined variant).
+      scan_seconds: Recorded in the result.
+    """
+    token_ids = [ids[i, : lengths[i]] for i in range(len(lengths))]
+    selection = keywords.identify_keyword(
+        token_ids,
+        scores,
+        vocabulary,
+        p=config.p,
+        variant=config.variant,
+        labels=labels,
+        local_scores=local_scores,
+        max_ngram=config.max_ngram,
+        min_ngram=config.min_ngram,
+        alpha=config.alpha,
+    )
+    return BKIResult(
+        config=config,
+        selection=selection,
+        scores=tuple(scores),
+        local_scores=None if local_scores is None else tuple(local_scores),
+        detection=as_detection(selection),
+        scan_seconds=scan_seconds,
+    )
+
+
+def as_detection(selection: keywords.KeywordResult) -> detection.DetectionResult:
+    """The detector contract for a keyword selection.
+
+    Score of text i = the keyword's highest score among its suspicious words, 0 if it
+    has none (refined variant: also 0 when the text's label is not the keyword's).
+    """
+    keyword = selection.keyword
+    scores = np.zeros(selection.num_texts)
+    for i, words in enumerate(selection.suspicious):
+        if selection.keyword_label is not None and int(selection.labels[i]) != (
+            selection.keyword_label
+        ):
+            continue
+        values = [v for w, v in words if w == keyword]
+        if values:
+            scores[i] = max(values)
+    return detection.DetectionResult(
+        method=METHOD_NAME,
+        scores=scores,
+        is_poison=selection.flagged_mask(),
+        report={
+            "keyword": keyword,
+            "keyword_label": selection.keyword_label,
+            "variant": selection.variant,
+            "degenerate": selection.degenerate,
+        },
+    )
+
+
+def detect(
+    model: keras.Model,
+    texts: Sequence[str] | np.ndarray,
+    vocabulary: Sequence[str],
+    labels: Sequence[int] | np.ndarray | None = None,
+    config: BKIConfig = BKIConfig(),
+    max_len: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BKIResult:
+    """Runs BKI on a model and its training texts, in memory.
+
+    Chen & Dai (2021), Algorithm 1 (`variant="paper"`) or the authors' refined code
+    (`variant="refined"`).
+
+    Args:
+      model: A classifier with the BKI structure (`bki_tf.build_classifier`: layers
+        `embedding` (masking) and `bilstm`, outputs `[probabilities, hidden]`).
+      texts: The training texts: raw strings, or token ids (see `encode_texts`).
+      vocabulary: Id -> token, `vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`.
+      labels: `int [N]` training labels; the refined variant needs them.
+      config: The scan's settings.
+      max_len: Tokens kept per raw text (default: all).
+      progress: Optional callable, called with the number of texts scored so far.
+
+    Returns:
+      A `BKIResult`: the keyword, the flagged texts, the dictionary, the per-text
+      suspicious words and scores, and a `DetectionResult`.
+
+    Raises:
+      ValueError: On an empty text list, a bad vocabulary, labels of the wrong
+        shape, or a model without the BKI structure.
+    """
+    ids, lengths = encode_texts(texts, vocabulary, max_len)
+    if len(lengths) == 0:
+        raise ValueError("texts is empty; BKI needs the training texts to scan.")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(lengths),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be {len(lengths)} integers (one per text), got dtype "
+                f"{labels.dtype} and shape {labels.shape}."
+            )
+    if config.variant == "refined" and labels is None:
+        raise ValueError("variant='refined' needs the training labels: pass labels=...")
+    start = time.time()
+    scores = scoring.deletion_scores(
+        model,
+        ids,
+        lengths,
+        method=config.method,
+        batch_size=config.scan_batch_size,
+        progress=progress,
+    )
+    local = None
+    if config.variant == "refined":
+        local = scoring.prefix_scores(model, ids, lengths, batch_size=config.scan_batch_size)
+    return select(
+        ids,
+        lengths,
+        scores,
+        vocabulary,
+        config,
+        labels=labels,
+        local_scores=local,
+        scan_seconds=time.time() - start,
+    )
