@@ -18,7 +18,9 @@ setuptools.setup(
     ),
     long_description=open(os.path.join(_HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["bki_tf", "bki_tf.*", "experiments"]),
+    # The binaries in experiments/ run from a checkout (python -m experiments.<name>);
+    # only the library is installed, so no top-level `experiments` package is claimed.
+    packages=setuptools.find_packages(include=["bki_tf", "bki_tf.*"]),
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",

@@ -20,6 +20,7 @@ from absl import app, flags, logging
 from bki_tf import artifacts
 from bki_tf.baselines import activation_clustering, spectral_signatures, strip
 from bki_tf.runs import attack, comparison
+from bki_tf.runs import workdir as wd
 from experiments import common_flags as cf
 
 _USED = cf.use("workdir", "seed", "variant")
@@ -128,12 +129,14 @@ def main(argv):
     output_dir = _OUTPUT_DIR.value or os.path.join(workdir, comparison.COMPARE_DIR)
     comparison.check_bki_files(workdir, config)
     run = attack.load_run(workdir)
-    artifacts.write_json(
-        os.path.join(output_dir, comparison.CONFIG_FILE),
-        {"workdir": workdir, **config.to_dict()},
-    )
-    result = comparison.run_comparison(run, config, verbose=0, log=logging.info)
-    paths = comparison.write_comparison(result, output_dir)
+    wd.check_writable(output_dir)
+    with wd.lock(workdir):
+        result = comparison.run_comparison(run, config, verbose=0, log=logging.info)
+        artifacts.write_json(
+            os.path.join(output_dir, comparison.CONFIG_FILE),
+            {"workdir": workdir, **config.to_dict()},
+        )
+        paths = comparison.write_comparison(result, output_dir)
     print(result.summary())
     print(f"\nWrote {paths[comparison.COMPARISON_JSON]} and {len(paths) - 1} other files.")
 
