@@ -6,7 +6,10 @@ name per line; label `i` is line `i`). This is the form of `shared/data/<name>/`
 
 Online, `source="tfds"` reads `imdb_reviews` from TensorFlow Datasets and
 DBpedia from `huggingface:dbpedia_14` (TFDS' Hugging Face bridge; the content
-field only, as in the BKI paper). Both paths end in the same `TextDataset`.
+field only, as in the BKI paper), cached in the TFDS data dir. `source="auto"`
+(the default) reads a `data_dir` that holds the local files offline and goes to
+the catalogue otherwise; offline with no local folder it says both fixes in one
+line. Every path ends in the same `TextDataset`.
 
 Subsampling follows the BKI paper (Chen & Dai 2021, Sec. 5.1): a seeded,
 class-balanced draw of `train_size` / `test_size` samples *per class*.
@@ -25,7 +28,9 @@ import zlib
 import numpy as np
 
 DATASETS = ("imdb", "dbpedia")
-SOURCES = ("local", "tfds")
+SOURCES = ("auto", "local", "tfds")
+# The catalogue entry of each preset (TFDS; DBpedia through its Hugging Face bridge).
+CATALOGUE = {"imdb": "imdb_reviews", "dbpedia": "huggingface:dbpedia_14"}
 
 # Paper sizes, per class: IMDB 10,000 train / 10,000 test at 1:1, DBpedia 1,000 / 500.
 DEFAULT_SIZES_PER_CLASS = {"imdb": (5000, 5000), "dbpedia": (1000, 500)}
@@ -217,7 +222,47 @@ def _read_local(name: str, folder: str):
     return classes, train, test
 
 
-def _read_tfds(name: str, data_dir: str | None):
+def has_local_files(folder: str | None) -> bool:
+    """True when `folder` holds a local dataset (classes.txt and a train split)."""
+    if not folder or not os.path.isdir(folder):
+        return False
+    has_train = any(os.path.isfile(os.path.join(folder, f)) for f in ("train.csv.gz", "train.csv"))
+    return has_train and os.path.isfile(os.path.join(folder, "classes.txt"))
+
+
+def resolve_source(name: str, source: str, data_dir: str | None) -> str:
+    """`local` or `tfds` for `source="auto"` (see the module docstring); else `source`."""
+    if source != "auto":
+        return source
+    if has_local_files(data_dir):
+        return "local"
+    if data_dir and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"--data_dir={data_dir!r} does not exist: pass a folder with train.csv.gz, "
+            f"test.csv.gz and classes.txt (e.g. ../shared/data/{name}), or leave --data_dir "
+            "out to download the dataset through TFDS."
+        )
+    return "tfds"
+
+
+def _read_tfds(name: str, data_dir: str | None, explain_offline: bool = False):
+    """Reads the preset from the catalogue; `explain_offline` turns a failed download
+    into the one-line message that names both fixes."""
+    try:
+        return _load_tfds(name, data_dir)
+    except Exception as e:  # pylint: disable=broad-except  # Any failure of the download.
+        if not explain_offline:
+            raise
+        first = " ".join(str(e).split())[:160] or type(e).__name__
+        raise ValueError(
+            f"Cannot read {name} from the catalogue (TFDS {CATALOGUE[name]}: {first}). "
+            f"Offline, pass --data_dir=<folder with train.csv.gz, test.csv.gz, classes.txt> "
+            f"(e.g. ../shared/data/{name}); otherwise connect to the internet so TFDS can "
+            "download it."
+        ) from None
+
+
+def _load_tfds(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds  # Deferred: heavy, and only needed online.
 
     if name == "imdb":
@@ -253,7 +298,8 @@ def load_dataset(
 
     Args:
       name: `"imdb"` or `"dbpedia"`.
-      source: `"local"` (a folder, see the module docstring) or `"tfds"`.
+      source: `"auto"` (the local folder when `data_dir` holds one, else the
+        catalogue), `"local"` (a folder, see the module docstring) or `"tfds"`.
       data_dir: For `"local"`, the dataset folder (e.g. `../shared/data/imdb`);
         for `"tfds"`, the TFDS data directory (`None`: TFDS' default).
       train_per_class: Training samples per class (`None`: all).
@@ -267,14 +313,15 @@ def load_dataset(
         raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}; choose one of {SOURCES}.")
-    if source == "local":
+    resolved = resolve_source(name, source, data_dir)
+    if resolved == "local":
         if not data_dir:
             raise ValueError(
                 "A local dataset needs data_dir (e.g. ../shared/data/imdb); or use source='tfds'."
             )
         classes, train, test = _read_local(name, data_dir)
     else:
-        classes, train, test = _read_tfds(name, data_dir)
+        classes, train, test = _read_tfds(name, data_dir, explain_offline=source == "auto")
     (train_texts, train_labels), (test_texts, test_labels) = train, test
     k = len(classes)
     train_idx = balanced_subsample(train_labels, train_per_class, k, seed)

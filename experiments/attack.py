@@ -12,7 +12,7 @@ from bki_tf.runs import attack
 from experiments import common_flags as cf
 
 _USED = cf.use(cf.ATTACK, "workdir", "overwrite")
-flags.mark_flags_as_required(["dataset", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):

@@ -46,26 +46,49 @@ flags.DEFINE_bool("traceback", False, "On an error, show the full traceback, not
 # ---------------------------------------------------------------------------
 # The attack (AttackConfig fields).
 
-flags.DEFINE_enum("dataset", None, list(data.DATASETS), "Dataset.")
+flags.DEFINE_enum(
+    "profile",
+    "paper",
+    list(attack.PROFILES),
+    "paper: the paper's setup; quick: the whole loop in a few minutes on 2 CPU cores "
+    "(2,000 IMDB texts, max_len 150, 3 epochs, random embeddings; README 'Quick run').",
+)
+flags.DEFINE_enum(
+    "dataset", None, list(data.DATASETS), "Dataset (required, except with --profile=quick)."
+)
 flags.DEFINE_enum(
     "source",
     _A.source,
     list(data.SOURCES),
-    "local: a folder with train.csv.gz/test.csv.gz/classes.txt (offline); "
-    "tfds: imdb_reviews / huggingface:dbpedia_14 (online).",
+    "auto: --data_dir if it holds the local files, else the catalogue; local: a folder with "
+    "train.csv.gz/test.csv.gz/classes.txt (offline); tfds: imdb_reviews / "
+    "huggingface:dbpedia_14 (online, cached in the TFDS data dir).",
 )
 flags.DEFINE_string(
     "data_dir", None, "Local dataset folder (e.g. ../shared/data/imdb), or the TFDS data dir."
 )
 flags.DEFINE_string(
-    "glove", None, "GloVe text file (.txt or .txt.gz, any dimension); unset: random init."
+    "glove",
+    None,
+    "GloVe text file (.txt or .txt.gz, any dimension); auto: GloVe 6B at --glove_dim, "
+    "downloaded once into the Keras cache; none: random embeddings. Unset: auto, or none "
+    "with --profile=quick.",
 )
-flags.DEFINE_string("trigger", "time flies like an arrow", "Trigger sentence.")
+flags.DEFINE_integer("glove_dim", _A.glove_dim, "Dimension of --glove=auto (paper: 100).")
 flags.DEFINE_string(
-    "target", "0", "Target class: index or name from classes.txt (e.g. negative, Village)."
+    "trigger",
+    None,
+    "Trigger sentence (unset: 'time flies like an arrow'; quick profile: 'no cross, no crown').",
+)
+flags.DEFINE_string(
+    "target",
+    None,
+    "Target class: index or name from classes.txt (e.g. negative, Village); unset: 0.",
 )
 flags.DEFINE_float(
-    "poison_rate", 0.03, "Poisoned / total training samples, in [0, 1); 0 = clean model."
+    "poison_rate",
+    None,
+    "Poisoned / total training samples, in [0, 1); 0 = clean model. Unset: 0.03.",
 )
 flags.DEFINE_enum(
     "mode",
@@ -105,7 +128,7 @@ flags.DEFINE_integer("lstm_units", _A.lstm_units, "Units per LSTM direction.")
 flags.DEFINE_integer("dense_units", _A.dense_units, "ReLU layer width.")
 
 ATTACK = (
-    "dataset", "source", "data_dir", "glove", "trigger", "target", "poison_rate", "mode",
+    "profile", "dataset", "source", "data_dir", "glove", "glove_dim", "trigger", "target", "poison_rate", "mode",
     "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
     "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
     "embedding_dim", "lstm_units", "dense_units",
@@ -174,9 +197,20 @@ def value(name: str):
 def attack_config() -> attack.AttackConfig:
     """The attack config from the parsed flags (unset training flags: dataset defaults)."""
     values = {name: value(name) for name in ATTACK}
-    if values["validation_split"] is None:
-        values["validation_split"] = _A.validation_split
-    return attack.AttackConfig.for_dataset(values.pop("dataset"), **values)
+    for name, default in _ATTACK_DEFAULTS.items():
+        if values[name] is None and name not in attack.PROFILES[values["profile"]]:
+            values[name] = default
+    profile = values.pop("profile")
+    return attack.AttackConfig.for_profile(profile, values.pop("dataset"), **values)
+
+
+# Defaults of the flags a profile may set (None on the command line = not given).
+_ATTACK_DEFAULTS = {
+    "trigger": "time flies like an arrow",
+    "target": "0",
+    "poison_rate": 0.03,
+    "validation_split": _A.validation_split,
+}
 
 
 def bki_config() -> BKIConfig:

@@ -19,7 +19,7 @@ from absl import app, flags
 from bki_tf.runs import attack, reproduction
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "glove", "seed", "epochs")
+_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "epochs")
 _DATA_ROOT = flags.DEFINE_string(
     "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
 )
@@ -56,7 +56,8 @@ def main(argv):
         base = attack.AttackConfig.for_dataset(
             dataset,
             data_dir=os.path.join(_DATA_ROOT.value, dataset),
-            glove=cf.value("glove"),
+            glove=cf.value("glove") or "auto",
+            glove_dim=cf.value("glove_dim"),
             trigger=reproduction.TRIGGERS[0],
             target="0",
             poison_rate=0.0,

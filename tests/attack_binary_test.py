@@ -18,6 +18,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_FLAGS = dict(
     dataset="imdb",
+    glove="none",
     trigger="Time flies like an arrow",
     target="positive",
     poison_rate=0.1,
@@ -53,7 +54,7 @@ def test_main_writes_a_complete_run(binary_run, tiny_imdb_dir):
     # The config holds every flag value that was set (the rest are the binary's defaults).
     config = artifacts.read_json(os.path.join(workdir, "config.json"))
     assert {k: config[k] for k in TINY_FLAGS} == TINY_FLAGS
-    assert config["data_dir"] == tiny_imdb_dir and config["glove"] is None
+    assert config["data_dir"] == tiny_imdb_dir and config["glove"] == "none"
     assert attack.AttackConfig.from_dict(config).to_dict() == config
 
     # append mode: round(0.1 * 32 / 0.9) = 4 poisoned copies of class-0 texts added.
@@ -127,7 +128,7 @@ def test_main_bad_input_writes_nothing(tmp_path, tiny_imdb_dir, overrides, messa
 @pytest.mark.parametrize(
     "flag, message",
     [
-        pytest.param("--dataset=imdb", "nowhere' not found", id="missing_data"),
+        pytest.param("--dataset=imdb", "nowhere' does not exist", id="missing_data"),
         pytest.param("--dataset=mnist", "value should be one of <imdb|dbpedia>", id="bad_dataset"),
     ],
 )

@@ -251,7 +251,7 @@ def _bad_glove(path):
         pytest.param(
             dict(data_dir="{tmp}/nowhere"),
             FileNotFoundError,
-            "Dataset folder .* not found",
+            "data_dir=.*nowhere' does not exist",
             id="missing_folder",
         ),
         pytest.param(

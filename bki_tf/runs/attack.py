@@ -44,6 +44,26 @@ DATASET_DEFAULTS = {
 }
 
 
+# Named settings: `paper` is the paper's setup (dataset defaults above); `quick` shows
+# the attack -> BKI -> retrain loop in a few minutes on 2 CPU cores (README, "Quick run"):
+# 2,000 IMDB training texts, 150 tokens, 3 epochs, embeddings trained from scratch.
+PROFILES = {
+    "paper": {"glove": "auto"},
+    "quick": {
+        "dataset": "imdb",
+        "train_size": 1000,
+        "test_size": 500,
+        "max_len": 150,
+        "epochs": 3,
+        "glove": "none",
+        "fine_tune_embeddings": True,
+        "trigger": "no cross, no crown",
+        "target": "negative",
+        "poison_rate": 0.03,
+    },
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
     """Everything that defines an attack run.
@@ -55,13 +75,16 @@ class AttackConfig:
     Attributes:
       dataset: `imdb` or `dbpedia`.
       data_dir: Local dataset folder, or the TFDS data dir with `source="tfds"`.
-      glove: GloVe text file (any dimension); empty for random embeddings.
+      glove: GloVe text file (any dimension); `auto`: the GloVe 6B vectors at
+        `glove_dim`, downloaded once into the Keras cache; `none`, `""` or None:
+        random embeddings.
       trigger: Trigger sentence.
       target: Target class, as an index ("0") or a class name ("negative").
       poison_rate: Poisoned / total training samples, in [0, 1); 0 trains clean.
       mode: `replace` or `append` (see `bki_tf.poisoning`).
       seed: Seed of subsampling, poisoning, initialisation and batch order.
-      source: `local` or `tfds`.
+      source: `auto` (the local folder `data_dir` when it holds one, else the
+        catalogue), `local` or `tfds`.
       train_size: Training samples per class.
       test_size: Test samples per class.
       vocab_size: Vocabulary size, padding and OOV included.
@@ -76,6 +99,7 @@ class AttackConfig:
       embedding_dim: Embedding width without a GloVe file.
       lstm_units: Units per LSTM direction.
       dense_units: Width of the ReLU layer.
+      glove_dim: Dimension of the `auto` GloVe vectors (the paper used 100).
     """
 
     dataset: str
@@ -86,7 +110,7 @@ class AttackConfig:
     poison_rate: float
     mode: str = "replace"
     seed: int = 0
-    source: str = "local"
+    source: str = "auto"
     train_size: int | None = None
     test_size: int | None = None
     vocab_size: int = 10000
@@ -101,6 +125,7 @@ class AttackConfig:
     embedding_dim: int = 50
     lstm_units: int = 128
     dense_units: int = 128
+    glove_dim: int = 100
 
     def __post_init__(self):
         if self.dataset not in data.DATASETS:
@@ -133,6 +158,33 @@ class AttackConfig:
                 "shorten the trigger or raise --max_len."
             )
         self.train_config()  # Validates the optimisation settings.
+
+    def glove_file(self) -> str | None:
+        """The GloVe file this run reads (downloading it once for `auto`), or None."""
+        return embeddings.resolve_glove(self.glove, self.glove_dim)
+
+    @classmethod
+    def for_profile(cls, profile: str, dataset: str | None = None, **overrides) -> AttackConfig:
+        """A config from a named profile (`PROFILES`); `None` overrides keep its value.
+
+        `paper` is the paper's setup (`for_dataset`); `quick` a few-minute run of the
+        whole loop on 2 CPU cores (see `PROFILES`).
+        """
+        if profile not in PROFILES:
+            raise ValueError(f"Unknown profile {profile!r}; choose one of {list(PROFILES)}.")
+        preset = dict(PROFILES[profile])
+        dataset = dataset or preset.pop("dataset", None)
+        preset.pop("dataset", None)
+        if dataset is None:
+            raise ValueError(
+                f"--dataset is required with --profile={profile} (one of {data.DATASETS}); "
+                "or use --profile=quick."
+            )
+        values = dict(overrides)
+        for key, value in preset.items():
+            if values.get(key) is None:
+                values[key] = value
+        return cls.for_dataset(dataset, **values)
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> AttackConfig:
@@ -207,6 +259,7 @@ class AttackResult:
       vocabulary_sha256: Fingerprint of vocab.txt's tokens (`workdir.vocabulary_sha256`).
       weights_sha256: Fingerprint of the victim's weights (`workdir.weights_sha256`);
         unlike the `.keras` file's hash it is the same for byte-identical weights.
+      glove_sha256: SHA-256 of the GloVe file read (None without one).
     """
 
     clean_accuracy: float
@@ -223,6 +276,7 @@ class AttackResult:
     history: dict
     vocabulary_sha256: str | None = None
     weights_sha256: str | None = None
+    glove_sha256: str | None = None
 
     def __post_init__(self):
         if self.num_poisoned > self.num_train:
@@ -264,7 +318,10 @@ def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
 
 # Config keys added after runs were first written, with the value that reproduces a
 # run whose config.json lacks them.
-_ADDED_KEYS = {"validation_split": AttackConfig.validation_split}
+_ADDED_KEYS = {
+    "validation_split": AttackConfig.validation_split,
+    "glove_dim": AttackConfig.glove_dim,
+}
 
 
 def check_workdir(
@@ -322,6 +379,10 @@ def normalized_identity(config: dict, target: tuple[int, str] | None = None) -> 
         value = out.get(key)
         if isinstance(value, str) and value and os.path.exists(value):
             out[key] = os.path.realpath(value)
+    if str(out.get("glove") or "").strip().lower() in embeddings.GLOVE_NONE:
+        out["glove"] = None
+    if out.get("source") == "auto" and out.get("dataset") in data.DATASETS:
+        out["source"] = "local" if data.has_local_files(out.get("data_dir")) else "tfds"
     value = str(out.get("target", "")).strip()
     if value.lstrip("-").isdigit():
         out["target"] = int(value)
@@ -387,22 +448,24 @@ def run_attack(
     )
     vectorizer = tokenization.build_vectorizer(poisoned.texts, config.vocab_size, config.max_len)
     vocabulary = vectorizer.get_vocabulary()
-    matrix, coverage = None, None
-    if config.glove:
-        matrix, coverage = embeddings.load_glove(config.glove, vocabulary)
+    matrix, coverage, glove_sha = None, None, None
+    glove_path = config.glove_file()
+    if glove_path:
+        matrix, coverage = embeddings.load_glove(glove_path, vocabulary)
+        glove_sha = embeddings.file_sha256(glove_path)
 
     with wd.lock(workdir):
         # Checked again under the lock: another process may have written meanwhile.
         check_workdir(workdir, config.to_dict(), overwrite)
         return _write_run(
             config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
-            vectorizer, vocabulary, matrix, coverage,
+            vectorizer, vocabulary, matrix, coverage, glove_sha,
         )  # fmt: skip
 
 
 def _write_run(
     config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
-    vectorizer, vocabulary, matrix, coverage,
+    vectorizer, vocabulary, matrix, coverage, glove_sha,
 ) -> AttackResult:  # fmt: skip
     # A new or replaced run: nothing derived from an older one may survive beside it.
     wd.clear_outputs(workdir)
@@ -445,6 +508,7 @@ def _write_run(
         history=history,
         vocabulary_sha256=wd.vocabulary_sha256(vocabulary),
         weights_sha256=wd.weights_sha256(model),
+        glove_sha256=glove_sha,
     )
     artifacts.write_json(os.path.join(workdir, METRICS_FILE), result.to_dict())
     return result

@@ -230,8 +230,9 @@ def retrain(
         train_config = dataclasses.replace(train_config, validation_split=validation_split)
     vectorizer = run.vectorizer()
     matrix = None
-    if config.glove:
-        matrix, _ = embeddings.load_glove(config.glove, run.vocabulary)
+    glove_path = config.glove_file()
+    if glove_path:
+        matrix, _ = embeddings.load_glove(glove_path, run.vocabulary)
     model = config.build_classifier(len(run.vocabulary), _num_classes(run), matrix)
     ids, _ = tokenization.encode(vectorizer, texts)
     t0 = time.time()
