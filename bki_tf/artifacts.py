@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -74,6 +75,17 @@ def atomic_path(path: str, suffix: str = ""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def dataclass_from_dict(cls, d, what: str):
+    """`cls(**d)` for a dataclass read from JSON, refusing a non-object or unknown keys."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(d).__name__}.")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"Unknown {what} key(s) {unknown}; known: {sorted(known)}.")
+    return cls(**d)
 
 
 def to_jsonable(obj):

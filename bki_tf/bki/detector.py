@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from bki_tf import detection, tokenization
+from bki_tf import artifacts, detection, tokenization
 from bki_tf.bki import keywords, scoring
 
 VARIANTS = keywords.VARIANTS
@@ -80,11 +80,7 @@ class BKIConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BKIConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown BKI config key(s) {unknown}; known: {sorted(known)}.")
-        return cls(**d)
+        return artifacts.dataclass_from_dict(cls, d, "BKI config")
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (all but `scan_batch_size`)."""

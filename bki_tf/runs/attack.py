@@ -232,11 +232,7 @@ class AttackConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AttackConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown attack config key(s) {unknown}; known: {sorted(known)}.")
-        return cls(**d)
+        return artifacts.dataclass_from_dict(cls, d, "attack config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,11 +283,7 @@ class AttackResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> AttackResult:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Unknown attack metrics key(s) {unknown}; known: {sorted(known)}.")
-        return cls(**d)
+        return artifacts.dataclass_from_dict(cls, d, "attack metrics")
 
     def summary(self) -> str:
         return (

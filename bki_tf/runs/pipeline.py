@@ -96,7 +96,7 @@ class ScanRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScanRecord:
         d = {k: v for k, v in d.items() if k != "num_flagged"}
-        return sanitize._from_dict(cls, d, "scan record")  # pylint: disable=protected-access
+        return artifacts.dataclass_from_dict(cls, d, "scan record")
 
     def summary(self) -> str:
         return (
@@ -150,7 +150,7 @@ class Report:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
-        return sanitize._from_dict(cls, d, "report")  # pylint: disable=protected-access
+        return artifacts.dataclass_from_dict(cls, d, "report")
 
     def summary(self) -> str:
         return format_report(self.to_dict())

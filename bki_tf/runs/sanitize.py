@@ -26,17 +26,6 @@ FILTER_FILE = wd.FILTER_FILE
 RETRAIN_METRICS_FILE = wd.RETRAIN_METRICS_FILE
 
 
-def _from_dict(cls, d: dict, what: str):
-    """`cls(**d)` with unknown keys refused, naming them."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{what} must be a JSON object, got {type(d).__name__}.")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"Unknown {what} key(s) {unknown}; known: {sorted(known)}.")
-    return cls(**d)
-
-
 @dataclasses.dataclass(frozen=True)
 class FilterResult:
     """What was removed from the training set.
@@ -68,7 +57,7 @@ class FilterResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> FilterResult:
-        return _from_dict(cls, d, "filter result")
+        return artifacts.dataclass_from_dict(cls, d, "filter result")
 
     def summary(self) -> str:
         return (
@@ -112,7 +101,7 @@ class RetrainResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> RetrainResult:
-        return _from_dict(cls, d, "retrain result")
+        return artifacts.dataclass_from_dict(cls, d, "retrain result")
 
     def summary(self) -> str:
         return (
