@@ -26,6 +26,8 @@ setuptools.setup(
         "tensorflow>=2.16,<2.22",
         "keras>=3.3,<4",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it when it downloads, without declaring it.
+        "importlib_resources>=5",
         "tensorboard>=2.16",
         "numpy>=1.26",
         "absl-py>=1.4",
@@ -34,5 +36,8 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=7"],
         "dev": ["pytest>=7", "ruff>=0.5"],
+        # The Adversarial Robustness Toolbox's poison detectors, run beside ours
+        # (bki_tf.baselines.art; python -m experiments.compare --art). Imported lazily.
+        "art": ["adversarial-robustness-toolbox>=1.20,<2", "scikit-learn>=1.3"],
     },
 )

@@ -8,6 +8,12 @@ comparison.json (one row per defence), comparison.md and PNG plots into
     python -m experiments.compare --workdir=runs/imdb_tfla --noretrain \
       --defences=activation_clustering,spectral_signatures,strip,linf_pruning
 
+With --art (needs `pip install -e '.[art]'`), the Adversarial Robustness Toolbox's
+Activation Clustering and Spectral Signatures run beside ours (rows
+art_activation_clustering and art_spectral_signatures, with the --ac_* / --ss_* settings):
+
+    python -m experiments.compare --workdir=runs/imdb_tfla --art
+
 BKI's row is read from the pipeline's scan/scan.json and report.json (with
 --variant=refined: scan_refined/ and report_refined.json), so run
 `python -m experiments.pipeline` first, or leave bki out of --defences.
@@ -19,6 +25,7 @@ from absl import app, flags, logging
 
 from bki_tf import artifacts
 from bki_tf.baselines import activation_clustering, spectral_signatures, strip
+from bki_tf.baselines import art as art_baselines
 from bki_tf.runs import attack, comparison
 from bki_tf.runs import workdir as wd
 from experiments import common_flags as cf
@@ -36,6 +43,12 @@ _DEFENCES = flags.DEFINE_list(
 )
 _RETRAIN = flags.DEFINE_bool(
     "retrain", _d.retrain, "Retrain the victim on what AC / SS keep (a full training each)."
+)
+_ART = flags.DEFINE_bool(
+    "art",
+    _d.art,
+    "Also run ART's ActivationDefence and SpectralSignatureDefense (the extra: pip install "
+    "-e '.[art]'), measured like our AC / SS.",
 )
 _SEGMENT_BY = flags.DEFINE_enum(
     "segment_by",
@@ -118,6 +131,7 @@ def _config() -> comparison.CompareConfig:
         pruning_asr_threshold=_PRUNING_ASR_THRESHOLD.value,
         seed=cf.value("seed"),
         variant=cf.value("variant"),
+        art=_ART.value,
     )
 
 
@@ -125,6 +139,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _config()  # Validates every flag before anything is loaded.
+    if config.art:
+        art_baselines.require_art()  # Says how to install ART before any work.
     workdir = cf.value("workdir")
     output_dir = _OUTPUT_DIR.value or os.path.join(workdir, comparison.COMPARE_DIR)
     comparison.check_bki_files(workdir, config)

@@ -8,8 +8,13 @@
 * `spectral_signatures`: Tran et al. 2018 (`bki_tf.baselines.spectral_signatures`).
 * `strip`: text STRIP (Gao et al. 2019, as adapted by OpenBackdoor; `bki_tf.baselines.strip`).
 * `linf_pruning`: l_inf neuron pruning (Cheng et al. 2020; `bki_tf.baselines.pruning`).
+* With `CompareConfig.art` (`--art`): `art_activation_clustering` and
+  `art_spectral_signatures`, the Adversarial Robustness Toolbox's `ActivationDefence` and
+  `SpectralSignatureDefense` run on the same victim, training texts and classes
+  (`bki_tf.baselines.art`; the optional extra `pip install -e '.[art]'`), with our AC / SS
+  settings translated to ART's. They are rows beside ours whatever `defences` holds.
 
-The three training-set sanitizers are measured the same way: precision / recall / F1
+The training-set sanitizers (ART's included) are measured the same way: precision / recall / F1
 of their removals against the poison ground truth, AUROC of their per-sample scores,
 the removed share, and ASR / clean accuracy of the victim retrained from scratch on what
 they keep (`bki_tf.runs.sanitize.sanitize_and_retrain`, i.e. `sanitize.retrain`, the
@@ -27,7 +32,11 @@ Row conventions (also written into `comparison.md`):
   identification) plus `report.json`'s `retrain_seconds` (the attack's time is not
   counted).
 * AC / SS wall time: the shared forward pass over the training set, the detection,
-  and the retraining.
+  and the retraining. ART's rows: the same shared pass (it gives the predicted classes),
+  ART's own forward pass and detection, and the retraining. Their per-sample scores are
+  described in `bki_tf.baselines.art` (AC: our AC score on ART's clusters; SS: ART's
+  uncentred outlier score), and each row's `details.report` records the layer ART
+  analysed, its settings and what it does differently from ours.
 * STRIP is an input filter, not a sanitizer. The clean test set is split (seeded) into
   a calibration part (sets the threshold at the target FRR; donates replacement words)
   and an evaluation part; triggered texts are those made from evaluation texts (each
@@ -55,6 +64,7 @@ from matplotlib.figure import Figure
 
 from bki_tf import artifacts, detection, tokenization, training
 from bki_tf.baselines import activation_clustering, pruning, spectral_signatures, strip
+from bki_tf.baselines import art as art_baselines
 from bki_tf.bki import detector, keywords
 from bki_tf.runs import attack, sanitize
 from bki_tf.runs import workdir as wd
@@ -67,7 +77,11 @@ DEFENCES = (
     strip.METHOD,
     pruning.METHOD,
 )
-SANITIZERS = (BKI, activation_clustering.METHOD, spectral_signatures.METHOD)
+# Rows added beside DEFENCES with CompareConfig.art (not choosable in `defences`).
+ART_DEFENCES = (art_baselines.AC_METHOD, art_baselines.SS_METHOD)
+SANITIZERS = (BKI, activation_clustering.METHOD, spectral_signatures.METHOD, *ART_DEFENCES)
+# Every row name, in the order rows are produced.
+ROW_NAMES = DEFENCES[:3] + ART_DEFENCES + DEFENCES[3:]
 SEGMENTS = ("predicted", "label")
 
 COMPARE_DIR = wd.COMPARE_DIR
@@ -93,6 +107,8 @@ _KINDS = {
     spectral_signatures.METHOD: "sanitizer",
     strip.METHOD: "input_filter",
     pruning.METHOD: "model_repair",
+    art_baselines.AC_METHOD: "sanitizer",
+    art_baselines.SS_METHOD: "sanitizer",
 }
 
 
@@ -115,6 +131,8 @@ class CompareConfig:
       pruning_asr_threshold: ASR that the reported pruning point must get below.
       seed: Seed of the calibration / evaluation split.
       variant: Which BKI variant's scan and report give BKI's row (`paper`, `refined`).
+      art: Also run ART's Activation Clustering and Spectral Signatures (`ART_DEFENCES`,
+        with the `ac` / `ss` settings; needs the extra `pip install -e '.[art]'`).
     """
 
     defences: tuple[str, ...] = DEFENCES
@@ -132,6 +150,7 @@ class CompareConfig:
     pruning_asr_threshold: float = 0.2
     seed: int = 0
     variant: str = "paper"
+    art: bool = False
 
     def __post_init__(self):
         if self.variant not in wd.VARIANTS:
@@ -179,7 +198,7 @@ class ComparisonRow:
     """One defence's line of the comparison (None = not meaningful / not measured).
 
     Attributes:
-      defence: One of `DEFENCES`.
+      defence: One of `ROW_NAMES` (`DEFENCES` or `ART_DEFENCES`).
       kind: `sanitizer`, `input_filter` or `model_repair`.
       precision, recall, f1, auroc, removed_share: Detection quality (see the module
         docstring for what STRIP's are computed on).
@@ -206,8 +225,8 @@ class ComparisonRow:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.defence not in DEFENCES:
-            raise ValueError(f"Unknown defence {self.defence!r}; rows are one of {DEFENCES}.")
+        if self.defence not in ROW_NAMES:
+            raise ValueError(f"Unknown defence {self.defence!r}; rows are one of {ROW_NAMES}.")
         for name in (
             "precision",
             "recall",
@@ -238,7 +257,7 @@ class Comparison:
     Attributes:
       workdir: The attack run compared on.
       config: The comparison settings.
-      rows: One `ComparisonRow` per defence, in `DEFENCES` order.
+      rows: One `ComparisonRow` per defence, in `ROW_NAMES` order.
       notes: Skipped defences and other remarks.
       detections: Per detector, its `DetectionResult` (for the score plot).
       ground_truth: Per detector, `bool [N]` poisoned / triggered mask of its samples.
@@ -316,6 +335,13 @@ class Comparison:
                 )
             if r.defence == BKI:
                 lines.append(f"BKI keyword: **{r.details.get('keyword')}**.")
+            if r.defence in ART_DEFENCES:
+                rep = r.details.get("report", {})
+                lines.append(
+                    f"{r.defence}: ART {rep.get('versions', {}).get('art')} analysed layer "
+                    f"'{rep.get('layer')}' (it meant '{rep.get('layer_meant')}'), settings "
+                    f"{rep.get('config')}."
+                )
         if self.notes:
             lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
         lines += [
@@ -521,10 +547,13 @@ def run_comparison(
 
     Raises:
       FileNotFoundError: `bki` is requested but the pipeline has not run.
+      ValueError: `config.art` but ART is not installed.
     """
     config = config or CompareConfig()
     log = log or (lambda _msg: None)
     check_bki_files(run.workdir, config)
+    if config.art:
+        art_baselines.require_art()
     vectorizer = run.vectorizer()
     rows, notes = [], []
     detections, truths = {}, {}
@@ -541,9 +570,9 @@ def run_comparison(
     else:
         notes.append("BKI skipped (not in --defences).")
 
-    train_hidden = train_classes = None
+    train_ids = train_hidden = train_classes = None
     shared_seconds = 0.0
-    if set(config.defences) & {
+    if config.art or set(config.defences) & {
         activation_clustering.METHOD,
         spectral_signatures.METHOD,
         pruning.METHOD,
@@ -558,14 +587,38 @@ def run_comparison(
             train_classes = np.asarray(run.train.labels)
         log(f"hidden states of {len(train_ids)} training texts in {shared_seconds:.1f} s")
 
-    for name, module, cfg in (
-        (activation_clustering.METHOD, activation_clustering, config.ac),
-        (spectral_signatures.METHOD, spectral_signatures, config.ss),
-    ):
-        if name not in config.defences:
-            continue
+    sanitizers = [
+        (name, detect)
+        for name, detect in (
+            (
+                activation_clustering.METHOD,
+                lambda: activation_clustering.detect(train_hidden, train_classes, config.ac),
+            ),
+            (
+                spectral_signatures.METHOD,
+                lambda: spectral_signatures.detect(train_hidden, train_classes, config.ss),
+            ),
+        )
+        if name in config.defences
+    ]
+    if config.art:
+        sanitizers += [
+            (
+                art_baselines.AC_METHOD,
+                lambda: art_baselines.activation_clustering(
+                    run.model, train_ids, train_classes, config.ac
+                ),
+            ),
+            (
+                art_baselines.SS_METHOD,
+                lambda: art_baselines.spectral_signatures(
+                    run.model, train_ids, train_classes, config.ss
+                ),
+            ),
+        ]
+    for name, detect in sanitizers:
         t0 = time.time()
-        result = module.detect(train_hidden, train_classes, cfg)
+        result = detect()
         outcome = sanitize.sanitize_and_retrain(
             run, result, retrain=config.retrain, verbose=verbose
         )
@@ -687,7 +740,7 @@ def run_comparison(
 
 def plot_score_distributions(comparison: Comparison) -> Figure:
     """Per detector, histograms of its per-sample scores: clean vs poisoned (triggered)."""
-    names = [n for n in DEFENCES if n in comparison.detections]
+    names = [n for n in ROW_NAMES if n in comparison.detections]
     fig = Figure(figsize=(4.2 * max(1, len(names)), 3.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
     for ax, name in zip(axes, names):
