@@ -18,22 +18,18 @@ training label (the paper's "segmented by label"). For trigger poisoning the two
 coincide on the poisoned samples, which carry the target label and are predicted as
 the target.
 
-Why not the Adversarial Robustness Toolbox's `ActivationDefence`
+Beside the Adversarial Robustness Toolbox's `ActivationDefence`
 -----------------------------------------------------------------
-Checked with ART 1.20.1 on this package's Keras 3 victim (token-id input):
-`art.estimators.classification.KerasClassifier` cannot wrap the two-output victim
-(`predict` fails with `AttributeError: 'list' object has no attribute 'numpy'`); the
-single-output view (`bki_tf.models.probabilities_model`) wraps and runs, but
-`ActivationDefence` and `SpectralSignatureDefense` always take the *last* hidden layer
-(`layer_names[-1]`, the 128-unit ReLU layer `dense`, not the BiLSTM state), with no
-option to choose; activations are computed by `Model.predict` on the whole training
-set padded to `max_len` (no length bucketing); the k-means of `cluster_activations` is
-unseeded (`KMeans(n_clusters=...)`), and ART's `"smaller"` analysis flags the smaller
-cluster of *every* class regardless of its size. ART would also add scikit-learn and
-scipy as dependencies. So both defences are implemented from the papers in numpy:
-PCA whitening + symmetric FastICA (Hyvarinen 1999, `g = tanh`), 2-means with k-means++
-seeding and restarts, and the relative-size / silhouette analyses; the tests check them
-against the published definitions on synthetic data.
+ART's detector runs beside this one through `bki_tf.baselines.art` (the `art` extra;
+`experiments.compare --art`); its docstring and `tests/art_test.py` show the
+differences on data. In short (ART 1.20.1): on this victim ART analyses the BiLSTM
+state `hidden` too (it means the last hidden layer `dense`, but Keras 3's input layer
+shifts its index by one); it runs one unseeded k-means (ours: 10 seeded restarts), fixed
+thresholds, and its default `smaller` analysis flags the smaller cluster of every class;
+two of its analyzers fail under NumPy 2. With the same layer and PCA, both flag the same
+samples. This implementation is numpy only: PCA whitening + symmetric FastICA
+(Hyvarinen 1999, `g = tanh`), 2-means with k-means++ seeding and restarts, and the
+relative-size / silhouette analyses, tested against the published definitions.
 
 Per-sample suspicion score (for AUROC)
 --------------------------------------

@@ -16,13 +16,12 @@ the issue asks; the paper uses the training label). The number removed per class
 `min(n_y, round(eps_multiplier * eps * n_y))`, ties in score going to the earlier
 sample.
 
-Why not ART's `SpectralSignatureDefense` (checked with ART 1.20.1; see also
-`bki_tf.baselines.activation_clustering`): besides the wrapping problems shared with
-`ActivationDefence` (two-output Keras 3 model rejected, layer fixed to the last hidden
-layer `dense`), it projects the *uncentred* representations on `v`
-(`corrs = v @ R^T`) and scores `|<R_i, v>|`, which ranks samples differently from the
-paper's `((R_i - R_hat) . v)^2` whenever `R_hat . v != 0`; and it removes by a
-`np.quantile` cut-off rather than a count.
+Beside ART's `SpectralSignatureDefense` (`bki_tf.baselines.art`, checked with ART
+1.20.1 in `tests/art_test.py`): it projects the *uncentred* representations on `v` and
+scores `|<R_i, v>|`, which ranks samples differently from the paper's
+`((R_i - R_hat) . v)^2` whenever `R_hat . v != 0` (on the test's data it flags the clean
+samples with the largest projection; centring each class first makes the two agree); and
+it removes by a `np.quantile` cut-off, at least one sample per class, rather than a count.
 
 Per-sample suspicion score (for AUROC across classes): `tau_i` divided by its class's
 mean `tau` (that is, by `sigma_1^2 / n_y`). Within a class this is monotone in
