@@ -130,6 +130,28 @@ def write_text(path: str, text: str) -> None:
         raise
 
 
+def read_dataclass(path: str, cls, fix: str, prepare=None):
+    """`cls.from_dict` of the JSON file `path`; a file that does not fit `cls` is corrupt.
+
+    Args:
+      path: The JSON file.
+      cls: A result dataclass with `from_dict`.
+      fix: What the user should do when the file does not fit (the error's fix).
+      prepare: Optional `dict -> dict` applied first (e.g. defaults of keys added later).
+
+    Raises:
+      FileNotFoundError: If `path` is missing.
+      CorruptFileError: If it is not JSON or does not describe a `cls`.
+    """
+    stored = read_json(path)
+    try:
+        return cls.from_dict(prepare(stored) if prepare is not None else stored)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        if isinstance(e, CorruptFileError):
+            raise
+        raise corrupt(path, str(e), fix) from None
+
+
 def read_json(path: str):
     """Reads a JSON file, with a clear error when it is missing."""
     if not os.path.isfile(path):

@@ -13,6 +13,7 @@ from conftest import TRIGGER, tiny_attack_config
 
 from bki_tf import artifacts, data, models, tokenization, training
 from bki_tf.runs import attack
+from bki_tf.runs import workdir as wd
 
 MAX_LEN = 12
 
@@ -166,7 +167,7 @@ def test_rerun_returns_stored_result_without_retraining(run, monkeypatch):
 
 def test_config_written_before_validation_split_existed_is_the_same_run(run, run_copy, monkeypatch):
     config, _, result = run
-    path = os.path.join(run_copy, attack.CONFIG_FILE)
+    path = os.path.join(run_copy, wd.CONFIG_FILE)
     stored = artifacts.read_json(path)
     del stored["validation_split"]
     artifacts.write_json(path, stored)

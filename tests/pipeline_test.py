@@ -15,6 +15,7 @@ from conftest import TRIGGER, tiny_attack_config
 from bki_tf import artifacts, training
 from bki_tf.bki import BKIConfig, scoring
 from bki_tf.runs import attack, pipeline, reproduction, sanitize
+from bki_tf.runs import workdir as wd
 
 
 def _config(folder, **overrides):
@@ -177,7 +178,7 @@ def test_a_swapped_model_is_refused(copy):
     run = attack.load_run(copy)
     other = keras.models.clone_model(run.model)
     other.set_weights([w + 0.01 for w in run.model.get_weights()])
-    other.save(os.path.join(copy, attack.MODEL_FILE))
+    other.save(os.path.join(copy, wd.MODEL_FILE))
     with pytest.raises(ValueError, match="model.keras.*weights differ"):
         pipeline.run_scan(copy, BKIConfig(p=3), progress=False)
 
@@ -205,7 +206,7 @@ def test_scan_with_other_settings_is_refused_unless_overwrite(copy):
 def test_model_without_hidden_output_is_rejected(copy):
     run = attack.load_run(copy)
     training_view = keras.Model(run.model.inputs, run.model.outputs[0])
-    training_view.save(os.path.join(copy, attack.MODEL_FILE))
+    training_view.save(os.path.join(copy, wd.MODEL_FILE))
     with pytest.raises(ValueError, match="hidden|outputs"):
         attack.load_run(copy)
 

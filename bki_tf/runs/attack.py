@@ -20,17 +20,6 @@ import numpy as np
 from bki_tf import artifacts, data, embeddings, models, poisoning, tokenization, training
 from bki_tf.runs import workdir as wd
 
-CONFIG_FILE = wd.CONFIG_FILE
-METRICS_FILE = wd.METRICS_FILE
-VOCAB_FILE = wd.VOCAB_FILE
-TRAIN_FILE = wd.TRAIN_FILE
-TEST_FILE = wd.TEST_FILE
-TRIGGERED_FILE = wd.TRIGGERED_FILE
-MODEL_FILE = wd.MODEL_FILE
-SAVED_MODEL_DIR = wd.SAVED_MODEL_DIR
-LOG_DIR = wd.LOG_DIR
-_OUTPUTS = wd.ATTACK_OUTPUTS
-
 # Training defaults per dataset, chosen by measurement on 2 CPU cores with
 # 50-d GloVe (README, "Defaults"); AttackConfig.for_dataset fills them in.
 DATASET_DEFAULTS = {
@@ -46,15 +35,15 @@ DATASET_DEFAULTS = {
 
 # Named settings: `paper` is the paper's setup (dataset defaults above); `quick` shows
 # the attack -> BKI -> retrain loop in a few minutes on 2 CPU cores (README, "Quick run"):
-# 2,000 IMDB training texts, 150 tokens, 3 epochs, embeddings trained from scratch.
+# 4,000 IMDB training texts, 100 tokens, 4 epochs, embeddings trained from scratch.
 PROFILES = {
     "paper": {"glove": "auto"},
     "quick": {
         "dataset": "imdb",
-        "train_size": 1000,
+        "train_size": 2000,
         "test_size": 500,
-        "max_len": 150,
-        "epochs": 3,
+        "max_len": 100,
+        "epochs": 4,
         "glove": "none",
         "fine_tune_embeddings": True,
         "trigger": "no cross, no crown",
@@ -317,7 +306,7 @@ _ADDED_KEYS = {
 
 
 def check_workdir(
-    workdir: str, config: dict, overwrite: bool, config_file: str = CONFIG_FILE
+    workdir: str, config: dict, overwrite: bool, config_file: str = wd.CONFIG_FILE
 ) -> bool:
     """Refuses a workdir that holds a different run, unless `overwrite`.
 
@@ -330,7 +319,7 @@ def check_workdir(
     if not os.path.isfile(path):
         if (
             os.path.isdir(workdir)
-            and any(f in os.listdir(workdir) for f in _OUTPUTS)
+            and any(f in os.listdir(workdir) for f in wd.ATTACK_OUTPUTS)
             and not overwrite
         ):
             raise ValueError(
@@ -341,7 +330,7 @@ def check_workdir(
     stored = artifacts.read_json(path)
     if not isinstance(stored, dict):
         raise artifacts.corrupt(path, "not a JSON object", "pass --overwrite to replace the run")
-    metrics_path = os.path.join(workdir, METRICS_FILE)
+    metrics_path = os.path.join(workdir, wd.METRICS_FILE)
     target = None
     if os.path.isfile(metrics_path):
         metrics = artifacts.read_json(metrics_path)
@@ -385,16 +374,13 @@ def normalized_identity(config: dict, target: tuple[int, str] | None = None) -> 
 
 def is_complete(workdir: str) -> bool:
     """True when an attack run in `workdir` finished (all outputs present)."""
-    return all(os.path.exists(os.path.join(workdir, f)) for f in _OUTPUTS)
+    return all(os.path.exists(os.path.join(workdir, f)) for f in wd.ATTACK_OUTPUTS)
 
 
 def load_result(workdir: str) -> AttackResult:
-    path = os.path.join(workdir, METRICS_FILE)
-    stored = artifacts.read_json(path)
-    try:
-        return AttackResult.from_dict(stored)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise artifacts.corrupt(path, str(e), "rerun python -m experiments.attack") from None
+    return artifacts.read_dataclass(
+        os.path.join(workdir, wd.METRICS_FILE), AttackResult, "rerun python -m experiments.attack"
+    )
 
 
 def run_attack(
@@ -461,13 +447,15 @@ def _write_run(
 ) -> AttackResult:  # fmt: skip
     # A new or replaced run: nothing derived from an older one may survive beside it.
     wd.clear_outputs(workdir)
-    artifacts.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
-    artifacts.write_lines(os.path.join(workdir, VOCAB_FILE), vocabulary)
-    artifacts.write_training_set(os.path.join(workdir, TRAIN_FILE), poisoned)
+    artifacts.write_json(os.path.join(workdir, wd.CONFIG_FILE), config.to_dict())
+    artifacts.write_lines(os.path.join(workdir, wd.VOCAB_FILE), vocabulary)
+    artifacts.write_training_set(os.path.join(workdir, wd.TRAIN_FILE), poisoned)
     artifacts.write_labelled_texts(
-        os.path.join(workdir, TEST_FILE), dataset.test_texts, dataset.test_labels
+        os.path.join(workdir, wd.TEST_FILE), dataset.test_texts, dataset.test_labels
     )
-    artifacts.write_labelled_texts(os.path.join(workdir, TRIGGERED_FILE), trig_texts, trig_labels)
+    artifacts.write_labelled_texts(
+        os.path.join(workdir, wd.TRIGGERED_FILE), trig_texts, trig_labels
+    )
 
     ids, _ = tokenization.encode(vectorizer, poisoned.texts)
     test_ids, _ = tokenization.encode(vectorizer, dataset.test_texts)
@@ -479,12 +467,12 @@ def _write_run(
         ids,
         poisoned.labels,
         config.train_config(),
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, LOG_DIR))],
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, wd.LOG_DIR))],
         verbose=verbose,
     )
     train_seconds = time.time() - t0
-    artifacts.save_model(model, os.path.join(workdir, MODEL_FILE))
-    models.export_saved_model(model, vectorizer, os.path.join(workdir, SAVED_MODEL_DIR))
+    artifacts.save_model(model, os.path.join(workdir, wd.MODEL_FILE))
+    models.export_saved_model(model, vectorizer, os.path.join(workdir, wd.SAVED_MODEL_DIR))
     result = AttackResult(
         clean_accuracy=training.accuracy(model, test_ids, dataset.test_labels),
         asr=training.attack_success_rate(model, trig_ids, target),
@@ -502,7 +490,7 @@ def _write_run(
         weights_sha256=wd.weights_sha256(model),
         glove_sha256=glove_sha,
     )
-    artifacts.write_json(os.path.join(workdir, METRICS_FILE), result.to_dict())
+    artifacts.write_json(os.path.join(workdir, wd.METRICS_FILE), result.to_dict())
     return result
 
 
@@ -533,20 +521,19 @@ class AttackRun:
 def load_run(workdir: str) -> AttackRun:
     """Loads a complete attack run from `workdir`."""
     if not is_complete(workdir):
-        missing = [f for f in _OUTPUTS if not os.path.exists(os.path.join(workdir, f))]
+        missing = [f for f in wd.ATTACK_OUTPUTS if not os.path.exists(os.path.join(workdir, f))]
         raise FileNotFoundError(
             f"Workdir {workdir!r} holds no complete attack run (missing {missing}); run "
             "python -m experiments.attack --workdir=... first."
         )
-    config_path = os.path.join(workdir, CONFIG_FILE)
-    try:
-        config = AttackConfig.from_dict({**_ADDED_KEYS, **artifacts.read_json(config_path)})
-    except (TypeError, ValueError, AttributeError) as e:
-        if isinstance(e, artifacts.CorruptFileError):
-            raise
-        raise artifacts.corrupt(config_path, str(e), "rerun python -m experiments.attack") from None
+    config = artifacts.read_dataclass(
+        os.path.join(workdir, wd.CONFIG_FILE),
+        AttackConfig,
+        "rerun python -m experiments.attack",
+        prepare=lambda stored: {**_ADDED_KEYS, **stored} if isinstance(stored, dict) else stored,
+    )
     metrics = load_result(workdir)
-    vocab_path = os.path.join(workdir, VOCAB_FILE)
+    vocab_path = os.path.join(workdir, wd.VOCAB_FILE)
     vocabulary = artifacts.read_lines(vocab_path)
     if (
         metrics.vocabulary_sha256 is not None
@@ -558,7 +545,7 @@ def load_run(workdir: str) -> AttackRun:
             "(vocabulary_sha256 in metrics.json)",
             "restore it or rerun python -m experiments.attack --overwrite",
         )
-    model_path = os.path.join(workdir, MODEL_FILE)
+    model_path = os.path.join(workdir, wd.MODEL_FILE)
     model = artifacts.load_model(model_path)
     models.check_classifier(model)
     vocab_in_model = model.get_layer(models.EMBEDDING_LAYER).input_dim
@@ -573,9 +560,11 @@ def load_run(workdir: str) -> AttackRun:
             "its weights differ from the victim this run trained (weights_sha256 in metrics.json)",
             "restore it or rerun python -m experiments.attack --overwrite",
         )
-    row_ids, train = artifacts.read_training_set(os.path.join(workdir, TRAIN_FILE))
-    test_texts, test_labels = artifacts.read_labelled_texts(os.path.join(workdir, TEST_FILE))
-    trig_texts, trig_labels = artifacts.read_labelled_texts(os.path.join(workdir, TRIGGERED_FILE))
+    row_ids, train = artifacts.read_training_set(os.path.join(workdir, wd.TRAIN_FILE))
+    test_texts, test_labels = artifacts.read_labelled_texts(os.path.join(workdir, wd.TEST_FILE))
+    trig_texts, trig_labels = artifacts.read_labelled_texts(
+        os.path.join(workdir, wd.TRIGGERED_FILE)
+    )
     return AttackRun(
         workdir=workdir,
         config=config,

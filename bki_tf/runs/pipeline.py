@@ -187,39 +187,31 @@ class _Progress:
             self._bar.close()
 
 
-def _read_record(path: str, cls, fix: str):
-    stored = artifacts.read_json(path)
-    try:
-        return cls.from_dict(stored)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        if isinstance(e, artifacts.CorruptFileError):
-            raise
-        raise artifacts.corrupt(path, str(e), fix) from None
-
-
 def read_scan(workdir: str, variant: str = "paper") -> ScanRecord:
     """The finished scan of `variant` in `workdir`."""
     path = _require(workdir, wd.layout(variant).scan, wd.SCAN_FILE, "scan")
-    return _read_record(path, ScanRecord, f"rerun python -m experiments.scan --variant={variant}")
+    return artifacts.read_dataclass(
+        path, ScanRecord, f"rerun python -m experiments.scan --variant={variant}"
+    )
 
 
 def read_filter(workdir: str, variant: str = "paper") -> sanitize.FilterResult:
     path = _require(workdir, wd.layout(variant).filter, wd.FILTER_FILE, "purify")
-    return _read_record(
+    return artifacts.read_dataclass(
         path, sanitize.FilterResult, f"rerun python -m experiments.purify --variant={variant}"
     )
 
 
 def read_retrain(workdir: str, variant: str = "paper") -> sanitize.RetrainResult:
     path = _require(workdir, wd.layout(variant).retrain, wd.RETRAIN_METRICS_FILE, "retrain")
-    return _read_record(
+    return artifacts.read_dataclass(
         path, sanitize.RetrainResult, f"rerun python -m experiments.retrain --variant={variant}"
     )
 
 
 def read_report(workdir: str, variant: str = "paper") -> Report:
     path = os.path.join(workdir, wd.layout(variant).report_json)
-    return _read_record(path, Report, "rerun python -m experiments.pipeline")
+    return artifacts.read_dataclass(path, Report, "rerun python -m experiments.pipeline")
 
 
 def victim_identity(run: attack.AttackRun) -> dict[str, str]:
@@ -387,7 +379,7 @@ def _checkpointed_scores(
     os.makedirs(chunk_dir, exist_ok=True)
     results = [np.zeros([int(n)], np.float32) for n in lengths]
     resumed = 0
-    todo = []
+    todo = []  # Group indices still to score, in plan order.
     for g, members in enumerate(groups):
         stored = _read_chunk(os.path.join(chunk_dir, f"{kind}-{g:05d}.npz"), plan)
         texts = np.concatenate([units[k] for k in members])
@@ -397,7 +389,8 @@ def _checkpointed_scores(
             resumed += len(members)
         else:
             todo.append(g)
-    done = sum(len(units[k]) for g in range(len(groups)) if g not in todo for k in groups[g])
+    pending = set(todo)
+    done = sum(len(units[k]) for g in range(len(groups)) if g not in pending for k in groups[g])
     label = "BKI scan" if kind == "deletion" else "local impacts"
     bar = _Progress(int(np.sum(lengths > 0)), label, progress, initial=done)
     try:

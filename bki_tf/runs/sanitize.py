@@ -20,11 +20,6 @@ from bki_tf import artifacts, detection, embeddings, tokenization, training
 from bki_tf.runs import attack
 from bki_tf.runs import workdir as wd
 
-PURIFIED_FILE = wd.PURIFIED_FILE
-REMOVED_FILE = wd.REMOVED_FILE
-FILTER_FILE = wd.FILTER_FILE
-RETRAIN_METRICS_FILE = wd.RETRAIN_METRICS_FILE
-
 
 @dataclasses.dataclass(frozen=True)
 class FilterResult:
@@ -174,18 +169,18 @@ def write_filter(
     """
     os.makedirs(folder, exist_ok=True)
     artifacts.write_training_subset(
-        os.path.join(folder, PURIFIED_FILE), run.row_ids[keep], run.train.subset(keep)
+        os.path.join(folder, wd.PURIFIED_FILE), run.row_ids[keep], run.train.subset(keep)
     )
-    artifacts.write_json(os.path.join(folder, REMOVED_FILE), result.removed_ids)
+    artifacts.write_json(os.path.join(folder, wd.REMOVED_FILE), result.removed_ids)
     if config is not None:
         result = dataclasses.replace(result, config=config)
-    artifacts.write_json(os.path.join(folder, FILTER_FILE), result.to_dict())
+    artifacts.write_json(os.path.join(folder, wd.FILTER_FILE), result.to_dict())
     return result
 
 
 def read_purified(folder: str) -> tuple[np.ndarray, object]:
     """Reads a purified training set written by `write_filter`."""
-    return artifacts.read_training_set(os.path.join(folder, PURIFIED_FILE))
+    return artifacts.read_training_set(os.path.join(folder, wd.PURIFIED_FILE))
 
 
 def retrain(
