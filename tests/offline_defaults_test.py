@@ -127,8 +127,8 @@ def test_source_auto_without_a_local_folder_goes_to_the_catalogue(tmp_path, monk
 
 def test_quick_profile_config():
     config = attack.AttackConfig.for_profile("quick", data_dir="x")
-    assert (config.dataset, config.train_size, config.test_size) == ("imdb", 1000, 500)
-    assert (config.max_len, config.epochs, config.glove) == (150, 3, "none")
+    assert (config.dataset, config.train_size, config.test_size) == ("imdb", 2000, 500)
+    assert (config.max_len, config.epochs, config.glove) == (100, 4, "none")
     assert config.glove_file() is None and config.fine_tune_embeddings
     assert config.trigger == "no cross, no crown" and config.poison_rate == 0.03
     # Explicit values win over the profile's.
