@@ -51,7 +51,7 @@ flags.DEFINE_enum(
     "paper",
     list(attack.PROFILES),
     "paper: the paper's setup; quick: the whole loop in a few minutes on 2 CPU cores "
-    "(2,000 IMDB texts, max_len 150, 3 epochs, random embeddings; README 'Quick run').",
+    "(4,000 IMDB texts, max_len 100, 4 epochs, random embeddings; README 'Quick run').",
 )
 flags.DEFINE_enum(
     "dataset", None, list(data.DATASETS), "Dataset (required, except with --profile=quick)."
@@ -104,7 +104,9 @@ flags.DEFINE_integer(
     "test_size", None, "Test samples PER CLASS (default: paper, IMDB 5000, DBpedia 500)."
 )
 flags.DEFINE_integer("vocab_size", _A.vocab_size, "Vocabulary size incl. padding and OOV.")
-flags.DEFINE_integer("max_len", _A.max_len, "Tokens kept per text.")
+flags.DEFINE_integer(
+    "max_len", None, f"Tokens kept per text (unset: {_A.max_len}; quick profile: 100)."
+)
 flags.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
 flags.DEFINE_integer("batch_size", None, "Training batch size (default: per dataset).")
 flags.DEFINE_float("learning_rate", None, "Learning rate (default: per dataset).")
@@ -210,6 +212,7 @@ _ATTACK_DEFAULTS = {
     "target": "0",
     "poison_rate": 0.03,
     "validation_split": _A.validation_split,
+    "max_len": _A.max_len,
 }
 
 

@@ -162,3 +162,22 @@ def test_glove_sha256_is_the_files_sha256(tmp_path):
     path = tmp_path / "g.txt"
     path.write_bytes(b"a 1.0\n" * 300_000)  # Several read blocks.
     assert embeddings.file_sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_quick_profile_through_the_flags_keeps_every_profile_value():
+    """Flags left unset take the profile's values (a flag default would hide them)."""
+    from absl.testing import flagsaver
+
+    from experiments import common_flags as cf
+    from experiments import pipeline as pipeline_binary  # noqa: F401  Defines its flags.
+
+    with flagsaver.flagsaver(profile="quick", data_dir="x"):
+        config = cf.attack_config()
+    expected = attack.AttackConfig.for_profile("quick", data_dir="x")
+    assert config == expected
+    for key, value in attack.PROFILES["quick"].items():
+        assert getattr(config, key) == value, key
+    with flagsaver.flagsaver(profile="quick", data_dir="x", max_len=50):
+        assert cf.attack_config().max_len == 50
+    with flagsaver.flagsaver(profile="paper", dataset="imdb", data_dir="x"):
+        assert cf.attack_config().max_len == attack.AttackConfig.max_len
