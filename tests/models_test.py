@@ -112,6 +112,81 @@ class BuildClassifierTest(tf.test.TestCase, parameterized.TestCase):
             models.build_classifier(**kwargs)
 
 
+_ENCODER_LAYERS = {
+    "bilstm": ("bilstm",),
+    "lstm": ("lstm",),
+    "gru": ("gru",),
+    "bigru": ("bigru",),
+    "stacked_bilstm": ("bilstm_1", "bilstm_2"),
+    "bilstm_gap": ("bilstm_sequence", "average_pooling"),
+}
+
+
+class ArchitectureTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(*models.ARCHITECTURES)
+    def test_outputs_masking_and_recorded_architecture(self, architecture):
+        model = _tiny(seed=2, architecture=architecture)
+        # O(1) embeddings: a padding leak would show far above the tolerance.
+        table = model.get_layer(models.EMBEDDING_LAYER).embeddings
+        table.assign(np.random.default_rng(5).normal(size=table.shape).astype(np.float32))
+        self.assertEqual(models.architecture_of(model), architecture)
+        self.assertEqual(model.name, f"{architecture}_classifier")
+        for name in _ENCODER_LAYERS[architecture]:
+            model.get_layer(name)
+        self.assertTrue(model.get_layer(models.EMBEDDING_LAYER).mask_zero)
+        models.check_classifier(model)
+        ids, lengths = _padded_batch()
+        probs, hidden = model(ids)
+        width = UNITS if architecture in ("lstm", "gru") else 2 * UNITS
+        self.assertEqual(tuple(probs.shape), (4, CLASSES))
+        self.assertEqual(tuple(hidden.shape), (4, width))
+        self.assertIs(model.outputs[1], model.get_layer(models.HIDDEN).output)
+        # Each padded row has the outputs of its unpadded text.
+        for row, n in enumerate(lengths):
+            _, alone = model(ids[row : row + 1, :n])
+            self.assertAllClose(hidden[row], alone[0], atol=1e-5)
+        # The architecture survives saving and a safe_mode load.
+        path = os.path.join(self.get_temp_dir(), f"{architecture}.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True)
+        self.assertEqual(models.architecture_of(loaded), architecture)
+        self.assertAllClose(loaded(ids)[1], hidden, atol=1e-6)
+
+    def test_default_architecture_is_the_unchanged_bilstm(self):
+        default, explicit = _tiny(seed=1), _tiny(seed=1, architecture="bilstm")
+        self.assertEqual(default.name, "bilstm_classifier")
+        self.assertEqual(
+            [x.name for x in default.layers],
+            ["token_ids", "embedding", "bilstm", "hidden", "dense", "probabilities"],
+        )
+        lstm = ("kernel", "recurrent_kernel", "bias")
+        self.assertEqual(
+            [w.path for w in default.weights],
+            ["embedding/embeddings"]
+            + [f"bilstm/{d}_lstm/lstm_cell/{w}" for d in ("forward", "backward") for w in lstm]
+            + ["dense/kernel", "dense/bias", "probabilities/kernel", "probabilities/bias"],
+        )
+        for a, b in zip(default.get_weights(), explicit.get_weights()):
+            self.assertAllEqual(a, b)
+
+    def test_architectures_differ_and_are_seeded(self):
+        a = _tiny(seed=3, architecture="stacked_bilstm")
+        b = _tiny(seed=3, architecture="stacked_bilstm")
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            self.assertAllEqual(wa, wb)
+        # The two stacked layers do not share initial weights.
+        first = a.get_layer("bilstm_1").forward_layer.cell.recurrent_kernel.numpy()
+        second = a.get_layer("bilstm_2").forward_layer.cell.recurrent_kernel.numpy()
+        self.assertNotAllClose(first, second)
+
+    def test_unknown_architecture_and_foreign_models(self):
+        with self.assertRaisesRegex(ValueError, r"Unknown architecture 'cnn'.*'bilstm_gap'"):
+            _tiny(architecture="cnn")
+        tokens = keras.Input(shape=(None,), dtype="int32")
+        foreign = keras.Model(tokens, keras.layers.Embedding(VOCAB, 2)(tokens), name="gru_model")
+        self.assertIsNone(models.architecture_of(foreign))
+
+
 class CheckClassifierTest(tf.test.TestCase):
     def test_rejects_single_output_model(self):
         single = models.probabilities_model(_tiny())
@@ -123,7 +198,7 @@ class CheckClassifierTest(tf.test.TestCase):
         x = keras.layers.Embedding(VOCAB, 4, mask_zero=True)(tokens)
         hidden = keras.layers.Bidirectional(keras.layers.LSTM(2))(x)
         probs = keras.layers.Dense(2, activation="softmax")(hidden)
-        with self.assertRaisesRegex(ValueError, "lacks the 'embedding'/'bilstm' layers"):
+        with self.assertRaisesRegex(ValueError, "lacks the .*'hidden' layer.*method='generic'"):
             models.check_classifier(keras.Model(tokens, [probs, hidden]))
 
     def test_probabilities_model_shares_weights(self):

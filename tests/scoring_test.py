@@ -16,11 +16,26 @@ _VOCAB = 30
 _TOLERANCE = 1e-5
 
 
+_HIDDEN_FUNCTIONS = {}
+
+
 def _reference_hidden(model: keras.Model, tokens: list[int]) -> np.ndarray:
     """`h` of one unpadded text; the empty text has the zero initial state."""
     if not tokens:
         return np.zeros([int(model.outputs[1].shape[-1])], np.float32)
-    return np.asarray(model(np.asarray([tokens], np.int32), training=False)[1])[0]
+    if id(model) not in _HIDDEN_FUNCTIONS:
+        # The model's own hidden output, one text per call; traced once per model
+        # (eager Keras RNNs are slow) and memoised per text.
+        function = tf.function(
+            lambda x: model(x, training=False)[1],
+            input_signature=[tf.TensorSpec([1, None], tf.int32)],
+        )
+        _HIDDEN_FUNCTIONS[id(model)] = (model, function, {})
+    _, function, memo = _HIDDEN_FUNCTIONS[id(model)]
+    key = tuple(tokens)
+    if key not in memo:
+        memo[key] = function(np.asarray([tokens], np.int32)).numpy()[0]
+    return memo[key]
 
 
 def _reference_deletion_scores(model, ids, lengths) -> list[np.ndarray]:
@@ -173,6 +188,86 @@ def test_prefix_scores_small_batches():
     _assert_scores_close(got, expected)
 
 
+# Every architecture: lengths 0..12, two texts of one length (one generic unit), and
+# batch_size 8 so the 12-token text's 12 variants take two model calls.
+_ARCHITECTURE_LENGTHS = (0, 1, 2, 2, 5, 12)
+
+
+@functools.cache
+def _architecture_model(architecture: str) -> keras.Model:
+    model = models.build_classifier(
+        _VOCAB, 2, embedding_dim=8, lstm_units=4, dense_units=4, seed=1,
+        architecture=architecture,
+    )  # fmt: skip
+    # O(1) embeddings, so that h (and any error in it) is far above the tolerance.
+    table = model.get_layer(models.EMBEDDING_LAYER).embeddings
+    table.assign(np.random.default_rng(11).normal(size=table.shape).astype(np.float32))
+    return model
+
+
+def _assert_units_bit_identical(scorer, ids, lengths, expected):
+    """Scoring the units last to first gives `score_all`'s scores bit for bit."""
+    got = [np.zeros([int(n)], np.float32) for n in lengths]
+    units = scorer.units(lengths)
+    for k in reversed(range(len(units))):
+        for i, values in zip(units[k], scorer.score_unit(ids, lengths, k)):
+            got[int(i)] = values
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("kind", scoring.KINDS)
+@pytest.mark.parametrize("architecture", models.ARCHITECTURES)
+def test_every_architecture_matches_reference(architecture, kind):
+    model = _architecture_model(architecture)
+    ids, lengths = _texts(list(_ARCHITECTURE_LENGTHS), 13, seed=9)
+    reference = _reference_deletion_scores if kind == "deletion" else _reference_prefix_scores
+    expected = reference(model, ids, lengths)
+    fast = architecture in scoring.FAST_ARCHITECTURES
+    assert scoring.Scorer(model, kind).method == ("fast" if fast else "generic")
+    # batch_size 8 splits the generic method's calls; the fast one keeps the default
+    # (the tile shapes the other tests compile).
+    for method, batch_size in (("generic", 8), ("fast", 512)) if fast else (("generic", 8),):
+        scorer = scoring.Scorer(model, kind, method, batch_size)
+        got = scorer.score_all(ids, lengths)
+        _assert_scores_close(got, expected)
+        _assert_units_bit_identical(scorer, ids, lengths, got)
+
+
+def test_generic_units_group_texts_of_one_length():
+    scorer = scoring.Scorer(_architecture_model("gru"), "deletion", "generic", batch_size=8)
+    units = [u.tolist() for u in scorer.units(np.array([2, 0, 2, 2, 5, 1, 12]))]
+    # 8 // (2 + 1) = 2 texts of length 2 per unit; longer texts alone.
+    assert units == [[5], [0, 2], [3], [4], [6]]
+    prefix = scoring.Scorer(_architecture_model("gru"), "prefix", "generic", batch_size=2)
+    assert [u.tolist() for u in prefix.units(np.array([2, 0, 3, 1]))] == [[2, 0], [3]]
+
+
+def test_auto_resolution():
+    for architecture in models.ARCHITECTURES:
+        expected = "fast" if architecture in ("bilstm", "lstm") else "generic"
+        assert scoring.resolve_method(_architecture_model(architecture)) == expected
+    bilstm = _architecture_model("bilstm")
+    assert scoring.resolve_method(bilstm, representation_layer="dense") == "generic"
+    assert scoring.resolve_method(_custom_model()) == "generic"  # Not named by build_classifier.
+
+
+@pytest.mark.parametrize(
+    "architecture, kwargs, message",
+    [
+        ("gru", {"method": "fast"}, r"has neither.*method='generic'"),
+        ("bigru", {"method": "simple"}, r"method='simple' runs the 'bilstm'.*'generic'"),
+        ("bilstm", {"kind": "prefix", "method": "simple"}, "'fast' and 'generic'"),
+        ("bilstm", {"method": "fast", "representation_layer": "dense"}, "use method='generic'"),
+        ("bilstm", {"method": "exact"}, r"Unknown method 'exact'.*'auto'"),
+        ("bilstm", {"kind": "gradient"}, "Unknown score kind"),
+    ],
+)
+def test_scorer_rejects_what_a_method_cannot_score(architecture, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        scoring.Scorer(_architecture_model(architecture), **kwargs)
+
+
 def _custom_model(use_bias=True, activation="tanh", scale_hidden=False) -> keras.Model:
     """A classifier with the BKI layer names but non-default LSTM options."""
     tokens = keras.Input(shape=(None,), dtype="int32")
@@ -195,7 +290,7 @@ def test_fast_handles_lstm_without_bias():
     model = _custom_model(use_bias=False)
     ids, lengths = _texts([4, 1, 6], 6, seed=5)
     expected = _reference_deletion_scores(model, ids, lengths)
-    _assert_scores_close(scoring.deletion_scores(model, ids, lengths), expected)
+    _assert_scores_close(scoring.deletion_scores(model, ids, lengths, method="fast"), expected)
 
 
 def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():
@@ -205,7 +300,7 @@ def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():
     with pytest.raises(ValueError, match="activation='relu'.*method='simple'"):
         scoring.deletion_scores(model, ids, lengths, method="fast")
     with pytest.raises(ValueError, match="activation='relu'"):
-        scoring.prefix_scores(model, ids, lengths)
+        scoring.prefix_scores(model, ids, lengths, method="fast")
     expected = _reference_deletion_scores(model, ids, lengths)
     _assert_scores_close(scoring.deletion_scores(model, ids, lengths, method="simple"), expected)
 
@@ -250,7 +345,7 @@ def test_bad_inputs_raise(ids, lengths, kwargs, message):
 
 def test_model_without_hidden_output_is_rejected():
     model = models.probabilities_model(_random_model(0))
-    for method in scoring.METHODS:
+    for method in ("fast", "simple"):
         with pytest.raises(ValueError, match="BKI needs"):
             scoring.deletion_scores(model, np.ones([1, 2], np.int32), [2], method=method)
 

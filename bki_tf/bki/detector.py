@@ -20,11 +20,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from bki_tf import artifacts, detection, tokenization
-from bki_tf.bki import keywords, scoring
+from bki_tf import artifacts, detection, models, tokenization
+from bki_tf.bki import keywords, representation, scoring
 
 VARIANTS = keywords.VARIANTS
-METHODS = scoring.METHODS
+METHODS = scoring.METHOD_CHOICES
+POOLS = representation.POOLS
 METHOD_NAME = "bki"
 
 
@@ -36,13 +37,19 @@ class BKIConfig:
       p: Suspicious words kept per text (paper: 5; refined: per n-gram size).
       variant: `paper` (Algorithm 1) or `refined` (the authors' code; see
         `bki_tf.bki.keywords`).
-      method: Deletion scorer, `fast` (state reuse) or `simple` (the model's layers
-        on compiled deletion variants); both exact.
+      method: Scorer, `fast` (state reuse), `simple` (the BiLSTM victim's layers on
+        compiled deletion variants), `generic` (any Keras model, unpadded shortened
+        texts) or `auto` (`scoring.resolve_method`: `fast` for the BiLSTM/LSTM victims,
+        else `generic`); all exact.
       min_ngram: Shortest n-gram key of the refined variant.
       max_ngram: Longest n-gram key of the refined variant.
       alpha: The refined variant's `a` in s = round((a N)^2).
       scan_batch_size: Deletion variants scored side by side (bounds memory; results do
         not depend on it, so it is not part of a scan's identity).
+      representation_layer: The layer whose output is `h` (`generic`/`auto`; default
+        `hidden`, that of `bki_tf.build_classifier`).
+      pool: `None`, `last`, `mean` or `max`: how a sequence output of
+        `representation_layer` becomes one vector.
     """
 
     p: int = 5
@@ -52,6 +59,8 @@ class BKIConfig:
     max_ngram: int = 3
     alpha: float = 0.05
     scan_batch_size: int = scoring.DEFAULT_BATCH_SIZE
+    representation_layer: str = models.HIDDEN
+    pool: str | None = None
 
     def __post_init__(self):
         for name in ("p", "min_ngram", "max_ngram", "scan_batch_size"):
@@ -74,6 +83,20 @@ class BKIConfig:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
         if self.scan_batch_size < 2:
             raise ValueError(f"scan_batch_size must be >= 2, got {self.scan_batch_size}.")
+        if not isinstance(self.representation_layer, str) or not self.representation_layer:
+            raise ValueError(
+                f"representation_layer must be a layer name, got {self.representation_layer!r}."
+            )
+        if self.pool is not None and self.pool not in POOLS:
+            raise ValueError(f"Unknown pool {self.pool!r}; choose one of {POOLS} or None.")
+        if self.method in ("fast", "simple") and (
+            self.representation_layer != models.HIDDEN or self.pool is not None
+        ):
+            raise ValueError(
+                f"method={self.method!r} scores the {models.HIDDEN!r} output of "
+                "bki_tf.build_classifier; use method='generic' or 'auto' with "
+                "representation_layer/pool."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,10 +106,20 @@ class BKIConfig:
         return artifacts.dataclass_from_dict(cls, d, "BKI config")
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the result (all but `scan_batch_size`)."""
+        """The settings that determine the result (all but `scan_batch_size`).
+
+        `representation_layer` and `pool` appear only when not at their defaults, so
+        scans recorded before they existed keep their identity.
+        """
         d = self.to_dict()
         del d["scan_batch_size"]
+        for name in ("representation_layer", "pool"):
+            if d[name] == _DEFAULTS[name]:
+                del d[name]
         return d
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(BKIConfig)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -262,6 +295,12 @@ def encode_texts(
     return ids, lengths
 
 
+def _all_strings(texts) -> bool:
+    if isinstance(texts, np.ndarray):
+        return texts.dtype.kind in "OUS" and texts.ndim == 1
+    return len(texts) > 0 and all(isinstance(t, str) for t in texts)
+
+
 def select(
     ids: np.ndarray,
     lengths: np.ndarray,
@@ -350,10 +389,14 @@ def detect(
     (`variant="refined"`).
 
     Args:
-      model: A classifier with the BKI structure (`bki_tf.build_classifier`: layers
-        `embedding` (masking) and `bilstm`, outputs `[probabilities, hidden]`).
-      texts: The training texts: raw strings, or token ids (see `encode_texts`).
-      vocabulary: Id -> token, `vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`.
+      model: A classifier from `bki_tf.build_classifier`, or with
+        `config.method='generic'`/`'auto'` any functional or Sequential Keras model
+        (`bki_tf.bki.representation`; `config.representation_layer`, `config.pool`).
+      texts: The training texts: raw strings, or token ids (see `encode_texts`). For
+        a model whose first layer is a `TextVectorization`, raw strings are encoded
+        by that layer itself.
+      vocabulary: Id -> token, `vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`
+        (for a `TextVectorization` model: `representation.model_vocabulary(model)`).
       labels: `int [N]` training labels; the refined variant needs them.
       config: The scan's settings.
       max_len: Tokens kept per raw text (default: all).
@@ -367,7 +410,12 @@ def detect(
       ValueError: On an empty text list, a bad vocabulary, labels of the wrong
         shape, or a model without the BKI structure.
     """
-    ids, lengths = encode_texts(texts, vocabulary, max_len)
+    if _all_strings(texts) and representation.text_vectorizer(model) is not None:
+        ids, lengths = representation.encode_strings(model, texts)
+        if max_len is not None:
+            ids, lengths = ids[:, : max(1, max_len)], np.minimum(lengths, max_len)
+    else:
+        ids, lengths = encode_texts(texts, vocabulary, max_len)
     if len(lengths) == 0:
         raise ValueError("texts is empty; BKI needs the training texts to scan.")
     if labels is not None:
@@ -387,10 +435,21 @@ def detect(
         method=config.method,
         batch_size=config.scan_batch_size,
         progress=progress,
+        representation_layer=config.representation_layer,
+        pool=config.pool,
     )
     local = None
     if config.variant == "refined":
-        local = scoring.prefix_scores(model, ids, lengths, batch_size=config.scan_batch_size)
+        local = scoring.prefix_scores(
+            model,
+            ids,
+            lengths,
+            batch_size=config.scan_batch_size,
+            # "simple" has no local impacts; today's behaviour there is the fast path.
+            method="fast" if config.method == "simple" else config.method,
+            representation_layer=config.representation_layer,
+            pool=config.pool,
+        )
     return select(
         ids,
         lengths,

@@ -3,7 +3,9 @@
 Deleting token `j` leaves the forward LSTM's state after tokens `0..j-1` and the
 backward LSTM's state after tokens `l-1..j+1` unchanged, so variant `j` only re-runs the
 forward LSTM over `j+1..l-1` from the original forward state, and the backward LSTM over
-`j-1..0`; see `bki_tf.bki.scoring` for the contract and the packing of the jobs.
+`j-1..0`; see `bki_tf.bki.scoring` for the contract and the packing of the jobs. A
+unidirectional LSTM victim runs the forward direction alone (`D = 1`): the same jobs,
+and its local impacts come straight from the first pass.
 """
 
 from __future__ import annotations
@@ -27,62 +29,71 @@ _VERIFY_TOLERANCE = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class BiLstmWeights:
-    """The BiLSTM in the layout of the fast scorer (direction 0 forward, 1 backward).
+    """The (Bi)LSTM in the layout of the fast scorer: direction 0 forward, 1 backward.
 
+    A unidirectional LSTM (`architecture="lstm"`) has direction 0 only (`D = 1`).
     Gate order i, f, g, o along the `4H` axis, as in `keras.layers.LSTMCell`.
     """
 
     embeddings: np.ndarray  # float32 [vocab, d]
-    kernel: np.ndarray  # float32 [2, d, 4H]
-    recurrent: np.ndarray  # float32 [2, H, 4H]
-    bias: np.ndarray  # float32 [2, 4H]
+    kernel: np.ndarray  # float32 [D, d, 4H]
+    recurrent: np.ndarray  # float32 [D, H, 4H]
+    bias: np.ndarray  # float32 [D, 4H]
 
     @property
     def units(self) -> int:
         return self.recurrent.shape[1]
 
+    @property
+    def directions(self) -> int:
+        return self.kernel.shape[0]
+
+
+_HINT = "; use method='simple' or 'generic', which run the model's own layers"
+
+
+def read_fast_weights(model: keras.Model) -> BiLstmWeights:
+    """The weights of the `bilstm` layer, or of the `lstm` layer of an LSTM victim.
+
+    Raises:
+      ValueError: For a model with neither layer, or with LSTM options the fast
+        scorer does not reproduce.
+    """
+    names = {x.name for x in model.layers}
+    if models.BILSTM_LAYER in names:
+        return read_bilstm_weights(model)
+    if models.LSTM_LAYER in names:
+        return read_lstm_weights(model)
+    raise ValueError(
+        f"method='fast' reimplements the {models.BILSTM_LAYER!r} (or {models.LSTM_LAYER!r}) "
+        f"layer of bki_tf.build_classifier; model {model.name!r} has neither (architecture "
+        f"{models.architecture_of(model)!r}). Use method='generic' (or 'auto')."
+    )
+
 
 def read_bilstm_weights(model: keras.Model) -> BiLstmWeights:
     """Reads the weights, rejecting LSTM options the fast scorer does not reproduce."""
     bilstm = model.get_layer(models.BILSTM_LAYER)
-    embedding = model.get_layer(models.EMBEDDING_LAYER)
-    hint = "; use method='simple', which runs the model's own layers"
     if not isinstance(bilstm, keras.layers.Bidirectional):
         raise ValueError(f"Layer {bilstm.name!r} is a {type(bilstm).__name__}, not Bidirectional.")
     if bilstm.merge_mode != "concat":
         raise ValueError(
-            f"merge_mode={bilstm.merge_mode!r} is not supported (only 'concat'){hint}."
+            f"merge_mode={bilstm.merge_mode!r} is not supported (only 'concat'){_HINT}."
         )
-    directions = []
-    for layer, backwards in ((bilstm.forward_layer, False), (bilstm.backward_layer, True)):
-        if type(layer) is not keras.layers.LSTM:
-            raise ValueError(f"{layer.name!r} is a {type(layer).__name__}, not an LSTM{hint}.")
-        config = layer.get_config()
-        problems = []
-        if config.get("activation") != "tanh":
-            problems.append(f"activation={config.get('activation')!r}")
-        if config.get("recurrent_activation") != "sigmoid":
-            problems.append(f"recurrent_activation={config.get('recurrent_activation')!r}")
-        if layer.go_backwards != backwards:
-            problems.append(f"go_backwards={layer.go_backwards}")
-        if layer.return_sequences or layer.return_state or layer.stateful:
-            problems.append("return_sequences/return_state/stateful")
-        if layer.compute_dtype != "float32":
-            problems.append(f"compute dtype {layer.compute_dtype}")
-        if problems:
-            raise ValueError(
-                f"The fast scorer reimplements a plain float32 LSTM (tanh/sigmoid, no state "
-                f"carried between calls); {layer.name!r} has {', '.join(problems)}{hint}."
-            )
-        cell = layer.cell
-        units = cell.units
-        kernel = keras.ops.convert_to_numpy(cell.kernel).astype(np.float32)
-        recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel).astype(np.float32)
-        if cell.use_bias:
-            bias = keras.ops.convert_to_numpy(cell.bias).astype(np.float32)
-        else:
-            bias = np.zeros([4 * units], np.float32)
-        directions.append((kernel, recurrent, bias))
+    directions = [
+        _lstm_direction(bilstm.forward_layer, False),
+        _lstm_direction(bilstm.backward_layer, True),
+    ]
+    return _stack(model, directions)
+
+
+def read_lstm_weights(model: keras.Model) -> BiLstmWeights:
+    """The forward-only layout (`D = 1`) of the `lstm` layer of an LSTM victim."""
+    return _stack(model, [_lstm_direction(model.get_layer(models.LSTM_LAYER), False)])
+
+
+def _stack(model: keras.Model, directions: list[tuple]) -> BiLstmWeights:
+    embedding = model.get_layer(models.EMBEDDING_LAYER)
     table = keras.ops.convert_to_numpy(embedding.embeddings).astype(np.float32)
     return BiLstmWeights(
         embeddings=table,
@@ -90,6 +101,38 @@ def read_bilstm_weights(model: keras.Model) -> BiLstmWeights:
         recurrent=np.stack([d[1] for d in directions]),
         bias=np.stack([d[2] for d in directions]),
     )
+
+
+def _lstm_direction(layer, backwards: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(kernel, recurrent, bias)` of a plain float32 LSTM running in one direction."""
+    if type(layer) is not keras.layers.LSTM:
+        raise ValueError(f"{layer.name!r} is a {type(layer).__name__}, not an LSTM{_HINT}.")
+    config = layer.get_config()
+    problems = []
+    if config.get("activation") != "tanh":
+        problems.append(f"activation={config.get('activation')!r}")
+    if config.get("recurrent_activation") != "sigmoid":
+        problems.append(f"recurrent_activation={config.get('recurrent_activation')!r}")
+    if layer.go_backwards != backwards:
+        problems.append(f"go_backwards={layer.go_backwards}")
+    if layer.return_sequences or layer.return_state or layer.stateful:
+        problems.append("return_sequences/return_state/stateful")
+    if layer.compute_dtype != "float32":
+        problems.append(f"compute dtype {layer.compute_dtype}")
+    if problems:
+        raise ValueError(
+            f"The fast scorer reimplements a plain float32 LSTM (tanh/sigmoid, no state "
+            f"carried between calls); {layer.name!r} has {', '.join(problems)}{_HINT}."
+        )
+    cell = layer.cell
+    units = cell.units
+    kernel = keras.ops.convert_to_numpy(cell.kernel).astype(np.float32)
+    recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel).astype(np.float32)
+    if cell.use_bias:
+        bias = keras.ops.convert_to_numpy(cell.bias).astype(np.float32)
+    else:
+        bias = np.zeros([4 * units], np.float32)
+    return kernel, recurrent, bias
 
 
 # ----------------------------------------------------------------------------------
@@ -129,23 +172,23 @@ def scaled_lstm_cell(z: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 # itself is shape-generic (reduce_retracing), so new shapes only cost XLA compilation.
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _first_pass(embeddings, kernel, bias, recurrent, tokens):
-    """Original LSTM passes of both directions, keeping every intermediate state.
+    """Original LSTM passes of every direction, keeping every intermediate state.
 
     All tables are time-major: position `p` of text `i` in direction `d` is row
-    `(p * 2 + d) * n + i`, so no step needs a transpose.
+    `(p * D + d) * n + i`, so no step needs a transpose.
 
     Args:
       embeddings: `float32 [vocab, d]`.
-      kernel: `float32 [2, d, 4H]`; bias `float32 [2, 4H]`; recurrent `float32 [2, H, 4H]`
+      kernel: `float32 [D, d, 4H]`; bias `float32 [D, 4H]`; recurrent `float32 [D, H, 4H]`
         (i, f, o blocks halved, see `scaled_lstm_cell`).
-      tokens: `int32 [L, 2, n]` ids in each direction's processing order (direction 1
+      tokens: `int32 [L, D, n]` ids in each direction's processing order (direction 1
         holds every text reversed), padded after the text.
 
     Returns:
-      `inputs float32 [2nL, 4H]`: the input projections `W x + b`;
-      `states_h`, `states_c float32 [2nL + 1, H]`: the state after processing
+      `inputs float32 [DnL, 4H]`: the input projections `W x + b`;
+      `states_h`, `states_c float32 [DnL + 1, H]`: the state after processing
       positions `0..p`, plus a last all-zero row (the initial state);
-      `shifted_h float32 [2nL + 1, H]`: the state *before* position `p` (zero at
+      `shifted_h float32 [DnL + 1, H]`: the state *before* position `p` (zero at
       `p = 0`), plus a last zero row.
     """
     length, directions, n = tf.unstack(tf.shape(tokens))
@@ -242,7 +285,7 @@ def _run_tile(
 
 
 def _max_abs_diff(a: tf.Tensor, b: tf.Tensor) -> np.ndarray:
-    """`max |a - b|` over the first (direction) and last (unit) axes: `[2, rows, H] -> [rows]`."""
+    """`max |a - b|` over the first (direction) and last (unit) axes: `[D, rows, H] -> [rows]`."""
     return tf.reduce_max(tf.abs(a - b), axis=[0, 2]).numpy().astype(np.float32)
 
 
@@ -301,6 +344,7 @@ class FastScanner:
         self._bias = tf.constant(halve_sigmoid_gates(weights.bias))
         self._recurrent = tf.constant(halve_sigmoid_gates(weights.recurrent))
         self._recurrent_backward = self._recurrent[1:]
+        self._directions = weights.directions
         self._verified = False
 
     def plan(self, lengths: np.ndarray) -> ScanPlan:
@@ -364,20 +408,33 @@ class FastScanner:
     def _run_chunk(self, ids, lengths, chunk, capacity, length_pad, steps, kind, results):
         n = len(chunk)
         chunk_lengths = lengths[chunk]
-        tokens = np.zeros([length_pad, 2, capacity], np.int32)
+        directions = self._directions
+        tokens = np.zeros([length_pad, directions, capacity], np.int32)
         for row, (i, length) in enumerate(zip(chunk, chunk_lengths.tolist())):
             tokens[:length, 0, row] = ids[i, :length]
-            tokens[:length, 1, row] = ids[i, length - 1 :: -1]
+            if directions == 2:
+                tokens[:length, 1, row] = ids[i, length - 1 :: -1]
         inputs, states_h, states_c, shifted_h = _first_pass(
             self._embeddings, self._kernel, self._bias, self._recurrent, tokens
         )
         # Processing position p of chunk text r in direction d is row base[d, r] + p * stride.
-        stride = 2 * capacity
-        base = np.arange(2)[:, None] * capacity + np.arange(n)[None, :]
-        last_rows = base + (chunk_lengths[None, :] - 1) * stride  # [2, n]
+        stride = directions * capacity
+        base = np.arange(directions)[:, None] * capacity + np.arange(n)[None, :]
+        last_rows = base + (chunk_lengths[None, :] - 1) * stride  # [D, n]
         if not self._verified:
             self._verify(ids, lengths, chunk, states_h, base, stride)
-        zero_row = 2 * capacity * length_pad
+        zero_row = directions * capacity * length_pad
+        if kind == "prefix" and directions == 1:
+            # A forward LSTM's prefix states are its first pass: nothing to re-run.
+            text = np.repeat(np.arange(n), chunk_lengths)
+            j = np.arange(len(text)) - np.repeat(
+                np.cumsum(chunk_lengths) - chunk_lengths, chunk_lengths
+            )
+            rows = (base[0, text] + j * stride)[None, :]
+            scores = _max_abs_diff(tf.gather(states_h, rows), tf.gather(shifted_h, rows))
+            for r, values in enumerate(np.split(scores, np.cumsum(chunk_lengths)[:-1])):
+                results[chunk[r]] = values
+            return
         jobs = _make_jobs(kind, chunk_lengths, base, stride, zero_row)
         if kind == "deletion":
             out = shifted_h  # Zero-step jobs (deleting the last token) keep their start.
@@ -397,6 +454,8 @@ class FastScanner:
             # backward variant deleting token j is job q = l - 1 - j of direction 1.
             variant_rows = np.stack(
                 [base[0, text] + j * stride, base[1, text] + (chunk_lengths[text] - 1 - j) * stride]
+                if directions == 2
+                else [base[0, text] + j * stride]
             )
             original_rows = last_rows[:, text]
             scores = _max_abs_diff(tf.gather(out, variant_rows), tf.gather(states_h, original_rows))
@@ -417,7 +476,7 @@ class FastScanner:
             results[chunk[r]] = values
 
     def _verify(self, ids, lengths, chunk, states_h, base, stride) -> None:
-        """Checks the reimplemented BiLSTM against the model itself.
+        """Checks the reimplemented (Bi)LSTM against the model itself.
 
         Uses the chunk's shortest text, cut to `k <= 16` tokens: the forward state
         after `k` tokens is the forward half of `h(x[:k])`, the backward state after
@@ -431,15 +490,18 @@ class FastScanner:
         units = self._weights.units
         rows = base[:, r] + (k - 1) * stride
         got = tf.gather(states_h, rows).numpy()
-        error = max(
-            float(np.max(np.abs(got[0] - expected[0, :units]))),
-            float(np.max(np.abs(got[1] - expected[1, units:]))),
-        )
+        if expected.shape[-1] != self._directions * units:
+            error = float("inf")
+        else:
+            error = max(
+                float(np.max(np.abs(got[d] - expected[d, d * units : (d + 1) * units])))
+                for d in range(self._directions)
+            )
         if not error <= _VERIFY_TOLERANCE:
             raise ValueError(
-                f"The fast scorer's BiLSTM differs from model {self._model.name!r} by {error:.3g} "
-                "on a text's hidden state: the hidden output is not the plain BiLSTM state "
-                "of bki_tf.build_classifier. Use method='simple'."
+                f"The fast scorer's LSTM differs from model {self._model.name!r} by {error:.3g} "
+                "on a text's hidden state: the hidden output is not the plain (Bi)LSTM state "
+                "of bki_tf.build_classifier. Use method='generic' (or 'simple')."
             )
         self._verified = True
 

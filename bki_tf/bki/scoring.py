@@ -22,7 +22,9 @@ Conventions:
 (`bki_tf.bki.keywords`, `variant="refined"`): `|| h(x[:j+1]) - h(x[:j]) ||_inf` with
 `h` evaluated on the prefix alone and `h(empty) = 0`.
 
-Two exact methods compute `deletion_scores`:
+Three exact methods compute `deletion_scores` (`METHODS`), and `"auto"` picks one
+(`resolve_method`: `"fast"` for `bki_tf.build_classifier`'s `"bilstm"` and `"lstm"`
+victims scored on their `hidden` output, `"generic"` for every other model):
 
   * `"simple"`: a `tf.function` that builds the deletion variants in-graph
     (gather + mask), runs the model's own `embedding` and `bilstm` layers on them and
@@ -41,7 +43,18 @@ Two exact methods compute `deletion_scores`:
     steps, so every compiled step is one dense `[2, R, H] x [2, H, 4H]` matmul with
     no triangular waste (< 1% idle lanes on IMDB-like lengths); bucketed tile
     shapes keep XLA from recompiling per text. Each call checks the reimplemented
-    BiLSTM against the model on one text before trusting it.
+    BiLSTM against the model on one text before trusting it. A unidirectional
+    `LSTM` victim (`architecture="lstm"`) runs the same scanner with the forward
+    direction only. GRUs, stacked or pooled encoders have no fast path.
+  * `"generic"`: any functional or Sequential Keras model, through
+    `bki_tf.bki.representation.representation_model(model, representation_layer,
+    pool)`. Deletion always shortens the text: the `l` variants of length `l - 1` and
+    the original are run unpadded, batched only with texts of the same exact
+    length, so the scores are exact whether or not the model masks padding (Conv1D,
+    GlobalAveragePooling1D without `mask_zero`, ...). Local impacts run every prefix
+    length `m` of a unit's texts as one unpadded batch. For a generic model `h` of
+    the empty text is defined as the zero vector (for the victims of
+    `build_classifier` with an RNN state as `h`, that is their initial state).
 """
 
 from __future__ import annotations
@@ -54,19 +67,50 @@ import numpy as np
 import tensorflow as tf
 
 from bki_tf import models
-from bki_tf.bki.fast import FastScanner, length_bucket, read_bilstm_weights
+from bki_tf.bki import representation
+from bki_tf.bki.fast import FastScanner, length_bucket, read_fast_weights
 
-METHODS = ("fast", "simple")
+METHODS = ("fast", "simple", "generic")
+AUTO = "auto"
+# What a caller may pass as `method`: "auto" resolves to one of METHODS.
+METHOD_CHOICES = (AUTO, *METHODS)
+# `build_classifier` architectures that have the fast state-reusing scorer.
+FAST_ARCHITECTURES = ("bilstm", "lstm")
+KINDS = ("deletion", "prefix")
 DEFAULT_BATCH_SIZE = 512
+
+
+def resolve_method(
+    model: keras.Model,
+    representation_layer: str = models.HIDDEN,
+    pool: str | None = None,
+) -> str:
+    """The method `"auto"` stands for.
+
+    `"fast"` for a `bki_tf.build_classifier` victim of a `FAST_ARCHITECTURES`
+    architecture (`models.architecture_of`, read from the model's name) scored on its
+    `hidden` output without pooling: the paper's BiLSTM victims therefore get exactly
+    the scores they got before `"auto"` existed. `"generic"` for everything else
+    (other architectures, other layers, any other Keras model).
+    """
+    if (
+        models.architecture_of(model) in FAST_ARCHITECTURES
+        and representation_layer == models.HIDDEN
+        and pool is None
+    ):
+        return "fast"
+    return "generic"
 
 
 def deletion_scores(
     model: keras.Model,
     ids: np.ndarray,
     lengths: np.ndarray,
-    method: str = "fast",
+    method: str = AUTO,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    representation_layer: str = models.HIDDEN,
+    pool: str | None = None,
 ) -> list[np.ndarray]:
     """BKI word-deletion scores `f_ij = ||h(x_i) - h(x_i without token j)||_inf`.
 
@@ -74,24 +118,32 @@ def deletion_scores(
 
     Args:
       model: A classifier from `bki_tf.build_classifier` (outputs
-        `[probabilities, hidden]`, layers `embedding` and `bilstm`).
+        `[probabilities, hidden]`), or, with `method="generic"` (or `"auto"`), any
+        functional or Sequential Keras model on token ids or on raw strings through a
+        `TextVectorization` first layer (`bki_tf.bki.representation`).
       ids: `int32 [N, max_len]` token ids, right-padded with 0.
       lengths: `int [N]` number of real tokens per text, `0 <= lengths[i] <= max_len`.
-      method: `"fast"` (state reuse, XLA) or `"simple"` (the model's layers on
-        in-graph deletion variants). Both are exact.
+      method: `"auto"` (`resolve_method`), `"fast"` (state reuse, XLA), `"simple"`
+        (the BiLSTM victim's layers on in-graph deletion variants) or `"generic"`
+        (any model, unpadded shortened texts). All are exact.
       batch_size: Deletion variants evaluated side by side: per LSTM direction and
-        compiled step for `"fast"`, per model call for `"simple"`. Bounds memory.
+        compiled step for `"fast"`, per model call otherwise. Bounds memory.
       progress: Optional callable, called with the number of texts finished so far
         after each batch.
+      representation_layer: The layer whose output is `h` (`"generic"` only for a
+        layer other than `hidden`).
+      pool: `None`, `"last"`, `"mean"` or `"max"`: how a sequence output of
+        `representation_layer` becomes one vector (`representation.POOLS`).
 
     Returns:
       `N` arrays, the `i`-th `float32 [lengths[i]]`.
 
     Raises:
       ValueError: On an unknown `method`, malformed `ids`/`lengths`, ids outside the
-        vocabulary, or a model without the BKI structure.
+        vocabulary, or a model the method cannot score.
     """
-    return Scorer(model, "deletion", method, batch_size).score_all(ids, lengths, progress)
+    scorer = Scorer(model, "deletion", method, batch_size, representation_layer, pool)
+    return scorer.score_all(ids, lengths, progress)
 
 
 def prefix_scores(
@@ -100,68 +152,113 @@ def prefix_scores(
     lengths: np.ndarray,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    method: str = AUTO,
+    representation_layer: str = models.HIDDEN,
+    pool: str | None = None,
 ) -> list[np.ndarray]:
     """Local impact `||h(x_i[:j+1]) - h(x_i[:j])||_inf` of the refined BKI variant.
 
     `h(prefix)` is the model's hidden output on the prefix as a text of its own
     (the backward LSTM therefore starts at the prefix's last token), `h(empty) = 0`.
-    The forward half comes from one pass per text; the backward LSTM is re-run for
-    every prefix, packed as in the fast deletion scorer (`l (l - 1) / 2` steps).
+    `"fast"`: the forward half comes from one pass per text; the backward LSTM is
+    re-run for every prefix, packed as in the fast deletion scorer (`l (l - 1) / 2`
+    steps). `"generic"`: every prefix is run unpadded (see the module docstring).
 
     Args:
-      model: A classifier from `bki_tf.build_classifier`.
+      model: As in `deletion_scores`.
       ids: `int32 [N, max_len]` token ids, right-padded with 0.
       lengths: `int [N]` number of real tokens per text.
-      batch_size: Prefix runs advanced side by side per compiled step.
+      batch_size: Prefix runs advanced side by side per compiled step or model call.
       progress: Optional callable, called with the number of texts finished so far.
+      method: `"auto"`, `"fast"` or `"generic"` (`"simple"` has no local impacts).
+      representation_layer, pool: As in `deletion_scores`.
 
     Returns:
       `N` arrays, the `i`-th `float32 [lengths[i]]`.
 
     Raises:
-      ValueError: On malformed inputs or a model without the BKI structure.
+      ValueError: On malformed inputs or a model the method cannot score.
     """
-    return Scorer(model, "prefix", "fast", batch_size).score_all(ids, lengths, progress)
-
-
-KINDS = ("deletion", "prefix")
+    scorer = Scorer(model, "prefix", method, batch_size, representation_layer, pool)
+    return scorer.score_all(ids, lengths, progress)
 
 
 class Scorer:
     """Exact BKI scores of one model, computed unit by unit.
 
     `units(lengths)` cuts the texts into independent units (the fast scanner's chunks,
-    or the simple method's model calls); scoring the units one at a time, in any order
-    or on different workers, gives scores bit-identical to `score_all`, because every
-    unit runs exactly the computation it runs inside `score_all`. Checkpointed and
-    distributed scans (`bki_tf.runs`) are built on this.
+    the simple method's model calls, the generic method's groups of same-length texts
+    for deletions or of up to `batch_size` texts for local impacts); scoring the
+    units one at a time, in any order or on different workers, gives scores
+    bit-identical to `score_all`, because every unit runs exactly the computation it
+    runs inside `score_all`. Checkpointed and distributed scans (`bki_tf.runs`) are
+    built on this.
 
     Args:
-      model: A classifier with the BKI structure (`bki_tf.build_classifier`).
-      kind: `"deletion"` (`deletion_scores`) or `"prefix"` (`prefix_scores`, fast only).
-      method: `"fast"` or `"simple"`.
+      model: As in `deletion_scores`.
+      kind: `"deletion"` (`deletion_scores`) or `"prefix"` (`prefix_scores`).
+      method: One of `METHOD_CHOICES`; `"auto"` is resolved here (`resolve_method`).
       batch_size: As in `deletion_scores`.
+      representation_layer, pool: As in `deletion_scores`.
     """
 
-    def __init__(self, model: keras.Model, kind: str, method: str, batch_size: int):
+    def __init__(
+        self,
+        model: keras.Model,
+        kind: str = "deletion",
+        method: str = AUTO,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        representation_layer: str = models.HIDDEN,
+        pool: str | None = None,
+    ):
         if kind not in KINDS:
             raise ValueError(f"Unknown score kind {kind!r}; use one of {KINDS}.")
-        if method not in METHODS:
-            raise ValueError(f"Unknown method {method!r}; use one of {METHODS}.")
-        if kind == "prefix" and method != "fast":
-            raise ValueError("Local impacts (kind='prefix') have the fast method only.")
+        if method not in METHOD_CHOICES:
+            raise ValueError(f"Unknown method {method!r}; use one of {METHOD_CHOICES}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise ValueError(f"batch_size must be an integer; got {batch_size!r}.")
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2; got {batch_size}.")
+        if method == AUTO:
+            method = resolve_method(model, representation_layer, pool)
+        if method != "generic" and (representation_layer != models.HIDDEN or pool is not None):
+            raise ValueError(
+                f"method={method!r} scores the {models.HIDDEN!r} output of "
+                "bki_tf.build_classifier; use method='generic' (or 'auto') for "
+                f"representation_layer={representation_layer!r}, pool={pool!r}."
+            )
+        if kind == "prefix" and method == "simple":
+            raise ValueError(
+                "Local impacts (kind='prefix') have the methods 'fast' and 'generic' "
+                "(or 'auto'), not 'simple'."
+            )
         self._model = model
         self._kind = kind
         self._method = method
         self._batch_size = int(batch_size)
-        validate_inputs(model, np.zeros([0, 1], np.int32), np.zeros([0], np.int64), batch_size)
         self._fast = None
-        if method == "fast":
-            self._fast = FastScanner(model, read_bilstm_weights(model), batch_size)
+        self._represent = None
+        if method == "generic":
+            self._represent = _generic_function(model, representation_layer, pool)
+            self._vocab_size = representation.vocabulary_size(model)
+        else:
+            _check_bki_structure(model)
+            self._vocab_size = int(model.get_layer(models.EMBEDDING_LAYER).input_dim)
+            if method == "fast":
+                self._fast = FastScanner(model, read_fast_weights(model), self._batch_size)
+            elif models.BILSTM_LAYER not in {x.name for x in model.layers}:
+                raise ValueError(
+                    f"method='simple' runs the {models.BILSTM_LAYER!r} layer of the BiLSTM "
+                    f"victim; model {model.name!r} has none (architecture "
+                    f"{models.architecture_of(model)!r}). Use method='generic' or 'auto'."
+                )
         self._plan = None
         self._plan_lengths = None
+
+    @property
+    def method(self) -> str:
+        """The method this scorer runs (`"auto"` resolved)."""
+        return self._method
 
     def units(self, lengths: np.ndarray) -> list[np.ndarray]:
         """`int64` text indices of each unit, in processing order (empty texts in none)."""
@@ -173,24 +270,41 @@ class Scorer:
         if self._fast is not None:
             plan = self._fast.plan(lengths)
             units = [(chunk.texts, (plan, chunk)) for chunk in plan.chunks]
-        else:
+        elif self._represent is None:
             units = list(_simple_units(lengths, self._batch_size))
+        elif self._kind == "deletion":
+            units = _generic_deletion_units(lengths, self._batch_size)
+        else:
+            units = _generic_prefix_units(lengths, self._batch_size)
         self._plan, self._plan_lengths = units, lengths.copy()
         return units
 
     def score_unit(self, ids: np.ndarray, lengths: np.ndarray, unit: int) -> list[np.ndarray]:
-        """Scores of the texts of unit `unit` of `units(lengths)`, in the unit's order."""
-        ids, lengths = validate_inputs(self._model, ids, lengths, self._batch_size)
+        """Scores of the texts of unit `unit` of `units(lengths)`, in the unit's order.
+
+        Only the unit's rows of `ids` are read (and checked).
+        """
+        ids, lengths = _check_arrays(ids, lengths)
         units = self._units(lengths)
+        if isinstance(unit, bool) or not isinstance(unit, int | np.integer):
+            raise ValueError(f"unit must be an integer; got {unit!r}.")
         if not 0 <= unit < len(units):
             raise ValueError(f"unit {unit} is outside [0, {len(units)}).")
-        members, spec = units[unit]
+        ids = _clean_ids(ids, lengths, self._vocab_size, units[unit][0])
+        return self._score_unit(ids, lengths, units[unit])
+
+    def _score_unit(self, ids, lengths, unit) -> list[np.ndarray]:
+        members, spec = unit
         if self._fast is not None:
             plan, chunk = spec
             return self._fast.run_chunk(ids, lengths, plan, chunk, self._kind)
-        return _simple_unit(
-            _simple_function(self._model), ids, lengths, members, spec, self._batch_size
-        )
+        if self._represent is None:
+            return _simple_unit(
+                _simple_function(self._model), ids, lengths, members, spec, self._batch_size
+            )
+        if self._kind == "deletion":
+            return _generic_deletion_unit(self._represent, ids, lengths, members, self._batch_size)
+        return _generic_prefix_unit(self._represent, ids, lengths, members)
 
     def score_all(
         self,
@@ -199,32 +313,52 @@ class Scorer:
         progress: Callable[[int], None] | None = None,
     ) -> list[np.ndarray]:
         """Every text's scores (`float32 [lengths[i]]`; empty for an empty text)."""
-        ids, lengths = validate_inputs(self._model, ids, lengths, self._batch_size)
+        ids, lengths = _check_arrays(ids, lengths)
+        ids = _clean_ids(ids, lengths, self._vocab_size)
         results = [np.zeros([int(n)], np.float32) for n in lengths]
         done = int(np.sum(lengths == 0))
-        for k, (members, _) in enumerate(self._units(lengths)):
-            for i, values in zip(members, self.score_unit(ids, lengths, k)):
+        for unit in self._units(lengths):
+            for i, values in zip(unit[0], self._score_unit(ids, lengths, unit)):
                 results[int(i)] = values
-            done += len(members)
+            done += len(unit[0])
             if progress is not None:
                 progress(done)
         return results
 
 
 # ----------------------------------------------------------------------------------
-# Validation and weights.
+# Validation.
 
 
 def validate_inputs(
     model: keras.Model, ids: np.ndarray, lengths: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Checks a `build_classifier` model and its inputs; returns clean `int32` ids, `int64` lengths.
+
+    Ids after each text's length are zeroed; every id inside a text must lie in
+    `[1, vocab_size)` of the model's `embedding` layer.
+    """
+    _check_bki_structure(model)
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2; got {batch_size}.")
+    ids, lengths = _check_arrays(ids, lengths)
+    vocab_size = int(model.get_layer(models.EMBEDDING_LAYER).input_dim)
+    return _clean_ids(ids, lengths, vocab_size), lengths
+
+
+def _check_bki_structure(model: keras.Model) -> None:
     models.check_classifier(model)
     embedding = model.get_layer(models.EMBEDDING_LAYER)
     if not getattr(embedding, "mask_zero", False):
         raise ValueError(
             f"Layer {embedding.name!r} must mask padding (mask_zero=True): BKI deletes words "
-            "by shortening the text, which needs the model to ignore padding."
+            "by shortening the text, which needs the model to ignore padding (or use "
+            "method='generic', which never pads)."
         )
+
+
+def _check_arrays(ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes, dtypes and lengths (O(N)); the ids themselves are checked by `_clean_ids`."""
     ids = np.asarray(ids)
     lengths = np.asarray(lengths)
     if lengths.size == 0:
@@ -245,19 +379,136 @@ def validate_inputs(
             f"lengths[{bad}] = {lengths[bad]} is outside [0, max_len = {ids.shape[1]}]; "
             "pass the number of real tokens of each (right-padded) row."
         )
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2; got {batch_size}.")
-    vocab_size = int(embedding.input_dim)
-    inside = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-    bad = inside & ((ids < 1) | (ids >= vocab_size))
+    return ids, lengths.astype(np.int64)
+
+
+def _clean_ids(
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    vocab_size: int | None,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """`int32` ids, 0 after each text; checks the ids inside the texts of `rows` (all if None).
+
+    With `rows`, the other rows of the result are all 0 (they are not read).
+    """
+    if rows is None:
+        rows = np.arange(ids.shape[0])
+        whole = True
+    else:
+        rows = np.asarray(rows, np.int64)
+        whole = False
+    block = ids[rows]
+    inside = np.arange(ids.shape[1])[None, :] < lengths[rows][:, None]
+    bad = inside & (block < 1)
+    if vocab_size is not None:
+        bad |= inside & (block >= vocab_size)
     if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
+        r, j = (int(v) for v in np.argwhere(bad)[0])
+        i = int(rows[r])
+        limit = f"[1, vocab_size = {vocab_size})" if vocab_size is not None else ">= 1"
         raise ValueError(
-            f"ids[{i}, {j}] = {ids[i, j]} is not a token id in [1, vocab_size = {vocab_size}) "
+            f"ids[{i}, {j}] = {ids[i, j]} is not a token id in {limit} "
             f"although lengths[{i}] = {lengths[i]}; 0 is padding and only allowed after the "
             "text, and ids must come from the model's vocabulary."
         )
-    return np.where(inside, ids, 0).astype(np.int32), lengths.astype(np.int64)
+    block = np.where(inside, block, 0).astype(np.int32)
+    if whole:
+        return block
+    clean = np.zeros(ids.shape, np.int32)
+    clean[rows] = block
+    return clean
+
+
+# ----------------------------------------------------------------------------------
+# The generic method: the representation of any Keras model on unpadded texts.
+
+_GENERIC_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _generic_function(
+    model: keras.Model, representation_layer: str, pool: str | None
+) -> Callable[[np.ndarray], tf.Tensor]:
+    """One compiled `ids [B, l] -> h [B, d]` per model, layer and pool."""
+    per_model = _GENERIC_FUNCTIONS.setdefault(model, {})
+    key = (representation_layer, pool)
+    if key not in per_model:
+        adapter = representation.representation_model(model, representation_layer, pool)
+
+        # Compiled once with a dynamic [batch, length]: every length reuses one graph.
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        def represent(ids):
+            return adapter(ids, training=False)
+
+        per_model[key] = represent
+    return per_model[key]
+
+
+def _generic_deletion_units(lengths: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, None]]:
+    """Texts of one exact length `l`, at most `batch_size // (l + 1)` (and >= 1) per unit."""
+    order = [int(i) for i in np.argsort(lengths, kind="stable") if lengths[i] > 0]
+    units = []
+    start = 0
+    while start < len(order):
+        length = int(lengths[order[start]])
+        end = start
+        while end < len(order) and int(lengths[order[end]]) == length:
+            end += 1
+        per_unit = max(1, batch_size // (length + 1))
+        for first in range(start, end, per_unit):
+            units.append((np.asarray(order[first : min(first + per_unit, end)], np.int64), None))
+        start = end
+    return units
+
+
+def _generic_prefix_units(lengths: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, None]]:
+    """Up to `batch_size` texts per unit, longest first."""
+    order = [int(i) for i in np.argsort(-lengths, kind="stable") if lengths[i] > 0]
+    return [
+        (np.asarray(order[first : first + batch_size], np.int64), None)
+        for first in range(0, len(order), batch_size)
+    ]
+
+
+def _generic_deletion_unit(represent, ids, lengths, members, batch_size: int):
+    """Deletion scores of `k` texts of one length `l`: `k` originals, `k l` variants."""
+    members = [int(i) for i in members]
+    length = int(lengths[members[0]])
+    texts = ids[members, :length]  # [k, l]
+    original = represent(texts).numpy()  # [k, d]
+    if length == 1:
+        # The only variant is the empty text, h = 0.
+        return [np.max(np.abs(h), keepdims=True).astype(np.float32) for h in original]
+    # Variant j reads original position t (before the deletion) or t + 1.
+    position = np.arange(length - 1)[None, :]
+    source = position + (position >= np.arange(length)[:, None])  # [l, l - 1]
+    variants = texts[:, source].reshape(-1, length - 1)  # [k l, l - 1]
+    hidden = np.concatenate(
+        [
+            represent(variants[first : first + batch_size]).numpy()
+            for first in range(0, len(variants), batch_size)
+        ]
+    )
+    hidden = hidden.reshape(len(members), length, -1)
+    diffs = np.max(np.abs(hidden - original[:, None, :]), axis=-1)
+    return [row.astype(np.float32) for row in diffs]
+
+
+def _generic_prefix_unit(represent, ids, lengths, members):
+    """Local impacts of a unit's texts (longest first): one call per prefix length."""
+    members = [int(i) for i in members]
+    unit_lengths = lengths[members]
+    results = [np.zeros([int(n)], np.float32) for n in unit_lengths]
+    previous = None  # h of the (m - 1)-token prefixes; h(empty) = 0.
+    for m in range(1, int(unit_lengths[0]) + 1):
+        count = int(np.sum(unit_lengths >= m))  # The longest `count` texts.
+        hidden = represent(ids[members[:count], :m]).numpy()
+        before = 0.0 if previous is None else previous[:count]
+        diffs = np.max(np.abs(hidden - before), axis=-1).astype(np.float32)
+        for r in range(count):
+            results[r][m - 1] = diffs[r]
+        previous = hidden
+    return results
 
 
 # ----------------------------------------------------------------------------------
