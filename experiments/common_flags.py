@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from absl import app, flags
 from absl.flags import _helpers
 
-from bki_tf import artifacts, data, poisoning, training
+from bki_tf import artifacts, data, models, poisoning, training
 from bki_tf.bki.detector import BKIConfig
 from bki_tf.bki.scoring import METHODS
 from bki_tf.runs import attack
@@ -53,8 +53,35 @@ flags.DEFINE_enum(
     "paper: the paper's setup; quick: the whole loop in a few minutes on 2 CPU cores "
     "(4,000 IMDB texts, max_len 100, 4 epochs, random embeddings; README 'Quick run').",
 )
-flags.DEFINE_enum(
-    "dataset", None, list(data.DATASETS), "Dataset (required, except with --profile=quick)."
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "A preset (imdb, dbpedia: the paper's sizes and defaults), a local folder or file "
+    "(CSV/TSV/JSONL, plain or .gz; or class_a/*.txt folders), tfds:NAME[/CONFIG] or "
+    "huggingface:NAME. Required, except with --profile=quick.",
+)
+flags.DEFINE_string(
+    "text_column", None, "Column / feature of the texts (unset: text; TFDS: supervised_keys)."
+)
+flags.DEFINE_string(
+    "label_column", None, "Column / feature of the labels (unset: label; TFDS: supervised_keys)."
+)
+flags.DEFINE_string("train_split", _A.train_split, "Training split (file stem or TFDS split).")
+flags.DEFINE_string(
+    "test_split",
+    None,
+    "Test split (unset: test if it exists and is labelled, else a held-out share).",
+)
+flags.DEFINE_float(
+    "test_fraction",
+    _A.test_fraction,
+    "Share of each class held out for testing when there is no test split (seeded).",
+)
+flags.DEFINE_bool(
+    "balance",
+    None,
+    "Class-balanced draw with --train_size/--test_size PER CLASS (unset: on for the presets); "
+    "--nobalance: sizes are totals of a uniform draw.",
 )
 flags.DEFINE_enum(
     "source",
@@ -98,14 +125,25 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_integer("seed", _A.seed, "Seed of every random choice.")
 flags.DEFINE_integer(
-    "train_size", None, "Training samples PER CLASS (default: paper, IMDB 5000, DBpedia 1000)."
+    "train_size",
+    None,
+    "Training samples, per class when balanced (presets: the paper's IMDB 5000, DBpedia 1000), "
+    "else in total (unset: all).",
 )
 flags.DEFINE_integer(
-    "test_size", None, "Test samples PER CLASS (default: paper, IMDB 5000, DBpedia 500)."
+    "test_size",
+    None,
+    "Test samples, per class when balanced (presets: IMDB 5000, DBpedia 500), else in total.",
 )
-flags.DEFINE_integer("vocab_size", _A.vocab_size, "Vocabulary size incl. padding and OOV.")
 flags.DEFINE_integer(
-    "max_len", None, f"Tokens kept per text (unset: {_A.max_len}; quick profile: 100)."
+    "vocab_size",
+    None,
+    "Vocabulary size incl. padding and OOV (presets: 10000; other data: the README's rule).",
+)
+flags.DEFINE_integer(
+    "max_len",
+    None,
+    "Tokens kept per text (presets: 400, quick profile 100; other data: the README's rule).",
 )
 flags.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
 flags.DEFINE_integer("batch_size", None, "Training batch size (default: per dataset).")
@@ -128,12 +166,20 @@ flags.DEFINE_bool(
 flags.DEFINE_integer("embedding_dim", _A.embedding_dim, "Embedding width when no --glove is given.")
 flags.DEFINE_integer("lstm_units", _A.lstm_units, "Units per LSTM direction.")
 flags.DEFINE_integer("dense_units", _A.dense_units, "ReLU layer width.")
+flags.DEFINE_enum(
+    "architecture",
+    _A.architecture,
+    list(models.ARCHITECTURES),
+    "The victim's encoder: bilstm (the paper's), lstm, gru, bigru, stacked_bilstm, or "
+    "bilstm_gap (global average pooling over the BiLSTM's outputs).",
+)
 
 ATTACK = (
     "profile", "dataset", "source", "data_dir", "glove", "glove_dim", "trigger", "target", "poison_rate", "mode",
     "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
     "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
-    "embedding_dim", "lstm_units", "dense_units",
+    "embedding_dim", "lstm_units", "dense_units", "architecture", "text_column", "label_column",
+    "train_split", "test_split", "test_fraction", "balance",
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------
@@ -212,7 +258,6 @@ _ATTACK_DEFAULTS = {
     "target": "0",
     "poison_rate": 0.03,
     "validation_split": _A.validation_split,
-    "max_len": _A.max_len,
 }
 
 

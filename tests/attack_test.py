@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 
@@ -247,7 +248,10 @@ def _bad_glove(path):
     "overrides, error, message",
     [
         pytest.param(
-            dict(dataset="mnist"), ValueError, "Unknown dataset 'mnist'", id="unknown_dataset"
+            dict(dataset="mnist", data_dir=None),
+            FileNotFoundError,
+            "Dataset 'mnist' is neither a preset",
+            id="unknown_dataset",
         ),
         pytest.param(
             dict(data_dir="{tmp}/nowhere"),
@@ -405,10 +409,44 @@ def test_config_round_trip_and_defaults(tiny_imdb_dir):
     assert attack.AttackConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"Unknown attack config key\(s\) \['bogus'\]"):
         attack.AttackConfig.from_dict({**config.to_dict(), "bogus": 1})
-    assert _config(tiny_imdb_dir, train_size=None, test_size=None).sizes() == (5000, 5000)
-    assert _config(tiny_imdb_dir, dataset="dbpedia", train_size=None).sizes() == (1000, 8)
-    with pytest.raises(ValueError, match="train_size must be >= 1"):
+    spec = _config(tiny_imdb_dir, train_size=None, test_size=7).dataset_spec()
+    assert (spec.dataset, spec.balanced, spec.train_size, spec.test_size) == ("imdb", True, None, 7)
+    with pytest.raises(ValueError, match="train_size"):
         _config(tiny_imdb_dir, train_size=0)
+
+
+def test_other_data_takes_the_rule_defaults(tmp_path):
+    folder = tmp_path / "my_reviews"
+    folder.mkdir()
+    rows = [
+        {"text": f"word{i % 7} " * (5 + i % 20), "label": ["neg", "pos"][i % 2]} for i in range(40)
+    ]
+    with open(folder / "train.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    config = attack.AttackConfig.for_dataset(
+        str(folder), data_dir=None, glove=None, trigger="cf mn", target="pos", poison_rate=0.1
+    )
+    assert (config.max_len, config.vocab_size, config.epochs) == (None, None, None)
+    assert not config.is_resolved and config.fine_tune_embeddings
+    dataset = data.load(config.dataset_spec())
+    assert dataset.name == "my_reviews" and dataset.class_names == ("neg", "pos")
+    resolved = config.resolved(dataset)
+    rule = data.suggest_defaults(dataset)
+    assert resolved.is_resolved
+    assert {k: getattr(resolved, k) for k in attack.RULE_KEYS} == {
+        k: rule[k] for k in attack.RULE_KEYS
+    }
+    # A value given explicitly wins over the rule.
+    explicit = attack.AttackConfig.for_dataset(
+        str(folder), data_dir=None, glove=None, trigger="cf mn", target="pos", poison_rate=0.1,
+        max_len=64,
+    )  # fmt: skip
+    assert explicit.resolved(dataset).max_len == 64
+    with pytest.raises(ValueError, match="unset for the preset"):
+        attack.AttackConfig(
+            dataset="imdb", data_dir=None, glove=None, trigger="a", target="0", poison_rate=0,
+            max_len=None,
+        )  # fmt: skip
 
 
 def test_result_validation():
@@ -420,3 +458,30 @@ def test_result_validation():
     assert "3/10 poisoned" in attack.AttackResult(**kwargs).summary()
     with pytest.raises(ValueError, match="num_poisoned 11 > num_train 10"):
         attack.AttackResult(**{**kwargs, "num_poisoned": 11})
+
+
+def test_the_preset_rewritten_as_jsonl_with_string_labels_is_the_same_run(run, tmp_path):
+    """Same texts, labels, seed and settings: byte-identical poisoned set and victim."""
+    config, workdir, result = run
+    folder = tmp_path / "imdb_as_jsonl"
+    folder.mkdir()
+    names = data.read_classes(os.path.join(config.data_dir, "classes.txt"))
+    for split in ("train", "test"):
+        texts, labels = data.read_csv(os.path.join(config.data_dir, f"{split}.csv.gz"), 2)
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for text, label in zip(texts, labels):
+                f.write(json.dumps({"text": text, "label": names[int(label)]}) + "\n")
+    other = dataclasses.replace(config, dataset=str(folder), data_dir=None, balance=True)
+    other_dir = str(tmp_path / "run")
+    other_result = attack.run_attack(other, other_dir, verbose=0)
+    for name in (wd.TRAIN_FILE, wd.TEST_FILE, wd.TRIGGERED_FILE, wd.VOCAB_FILE):
+        with (
+            open(os.path.join(workdir, name), "rb") as a,
+            open(os.path.join(other_dir, name), "rb") as b,
+        ):
+            assert a.read() == b.read(), name
+    assert other_result.weights_sha256 == result.weights_sha256
+    assert (other_result.dataset_name, result.dataset_name) == ("imdb_as_jsonl", "imdb")
+    assert other_result.class_names == list(names)
+    provenance = artifacts.read_json(os.path.join(other_dir, wd.DATASET_FILE))
+    assert provenance["name"] == "imdb_as_jsonl"

@@ -85,8 +85,9 @@ def masked_classifier(
     """
     models.check_classifier(model)
     tokens = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x = model.get_layer(models.EMBEDDING_LAYER)(tokens)
-    hidden = model.get_layer(models.HIDDEN)(model.get_layer(models.BILSTM_LAYER)(x))
+    # The victim's own encoder (any architecture), up to its `hidden` output.
+    encoder = keras.Model(model.inputs, model.get_layer(models.HIDDEN).output)
+    hidden = encoder(tokens)
     dense_layer = model.get_layer("dense")
     hidden = UnitMask(hidden.shape[-1], name="hidden_mask")(hidden)
     dense = UnitMask(dense_layer.units, name="dense_mask")(dense_layer(hidden))

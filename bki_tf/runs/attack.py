@@ -23,14 +23,29 @@ from bki_tf.runs import workdir as wd
 # Training defaults per dataset, chosen by measurement on 2 CPU cores with
 # 50-d GloVe (README, "Defaults"); AttackConfig.for_dataset fills them in.
 DATASET_DEFAULTS = {
-    "imdb": {"epochs": 5, "batch_size": 64, "learning_rate": 2e-3, "fine_tune_embeddings": True},
+    "imdb": {
+        "epochs": 5,
+        "batch_size": 64,
+        "learning_rate": 2e-3,
+        "fine_tune_embeddings": True,
+        "vocab_size": 10000,
+        "max_len": 400,
+    },
     "dbpedia": {
         "epochs": 6,
         "batch_size": 64,
         "learning_rate": 2e-3,
         "fine_tune_embeddings": False,
+        "vocab_size": 10000,
+        "max_len": 400,
     },
 }
+
+# Any other dataset (a local path, tfds:NAME, huggingface:NAME): these, and `max_len`,
+# `vocab_size` and `epochs` from `data.suggest_defaults`' rule on its training texts
+# (README, "Your own data"). Every value is a flag.
+GENERIC_DEFAULTS = {"batch_size": 64, "learning_rate": 2e-3, "fine_tune_embeddings": True}
+RULE_KEYS = ("max_len", "vocab_size", "epochs")
 
 
 # Named settings: `paper` is the paper's setup (dataset defaults above); `quick` shows
@@ -89,6 +104,8 @@ class AttackConfig:
       lstm_units: Units per LSTM direction.
       dense_units: Width of the ReLU layer.
       glove_dim: Dimension of the `auto` GloVe vectors (the paper used 100).
+      architecture: The victim's encoder (`bki_tf.models.ARCHITECTURES`); `bilstm`
+        is the paper's.
     """
 
     dataset: str
@@ -115,12 +132,22 @@ class AttackConfig:
     lstm_units: int = 128
     dense_units: int = 128
     glove_dim: int = 100
+    architecture: str = models.DEFAULT_ARCHITECTURE
+    text_column: str | None = None
+    label_column: str | None = None
+    train_split: str = "train"
+    test_split: str | None = None
+    test_fraction: float = 0.2
+    balance: bool | None = None
 
     def __post_init__(self):
-        if self.dataset not in data.DATASETS:
-            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {data.DATASETS}.")
-        if self.source not in data.SOURCES:
-            raise ValueError(f"Unknown data source {self.source!r}; choose one of {data.SOURCES}.")
+        self.dataset_spec()  # Validates the dataset, source, columns, splits and sizes.
+        unresolved = [k for k in RULE_KEYS if getattr(self, k) is None]
+        if unresolved and data.is_preset(self.dataset):
+            raise ValueError(
+                f"{unresolved} unset for the preset {self.dataset!r}; build the config with "
+                "AttackConfig.for_dataset, which fills in the preset's values."
+            )
         if not tokenization.tokenize(self.trigger or ""):
             raise ValueError(
                 f"Trigger {self.trigger!r} is empty after lower-casing and stripping punctuation; "
@@ -128,25 +155,57 @@ class AttackConfig:
             )
         if not 0.0 <= self.poison_rate < 1.0:
             raise ValueError(f"Poisoning rate {self.poison_rate} is outside [0, 1); use e.g. 0.03.")
+        if self.architecture not in models.ARCHITECTURES:
+            raise ValueError(
+                f"Unknown architecture {self.architecture!r}; choose one of {models.ARCHITECTURES}."
+            )
         if self.mode not in poisoning.MODES:
             raise ValueError(
                 f"Unknown poisoning mode {self.mode!r}; choose one of {poisoning.MODES}."
             )
-        for name in ("train_size", "test_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 per class, got {value}.")
-        if self.vocab_size < 3:
+        if self.vocab_size is not None and self.vocab_size < 3:
             raise ValueError(f"vocab_size must be >= 3, got {self.vocab_size}.")
-        if self.max_len < 1:
+        if self.max_len is not None and self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}.")
         n_trig = len(tokenization.tokenize(self.trigger))
-        if n_trig > self.max_len:
+        if self.max_len is not None and n_trig > self.max_len:
             raise ValueError(
                 f"Trigger {self.trigger!r} has {n_trig} tokens, more than max_len={self.max_len}; "
                 "shorten the trigger or raise --max_len."
             )
-        self.train_config()  # Validates the optimisation settings.
+        if self.epochs is not None:
+            self.train_config()  # Validates the optimisation settings.
+
+    def dataset_spec(self) -> data.DatasetSpec:
+        """What to read (`bki_tf.data.load`): sizes per class when balanced, else totals."""
+        return data.DatasetSpec(
+            dataset=self.dataset,
+            source=self.source,
+            data_dir=self.data_dir,
+            text_column=self.text_column,
+            label_column=self.label_column,
+            train_split=self.train_split,
+            test_split=self.test_split,
+            test_fraction=self.test_fraction,
+            balance=self.balance,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            seed=self.seed,
+        )
+
+    @property
+    def is_resolved(self) -> bool:
+        """False while a rule-derived setting (`RULE_KEYS`) waits for the training texts."""
+        return all(getattr(self, k) is not None for k in RULE_KEYS)
+
+    def resolved(self, dataset: data.TextDataset) -> AttackConfig:
+        """This config with every unset `RULE_KEYS` value from `data.suggest_defaults`."""
+        if self.is_resolved:
+            return self
+        rule = data.suggest_defaults(dataset)
+        return dataclasses.replace(
+            self, **{k: rule[k] for k in RULE_KEYS if getattr(self, k) is None}
+        )
 
     def glove_file(self) -> str | None:
         """The GloVe file this run reads (downloading it once for `auto`), or None."""
@@ -166,8 +225,8 @@ class AttackConfig:
         preset.pop("dataset", None)
         if dataset is None:
             raise ValueError(
-                f"--dataset is required with --profile={profile} (one of {data.DATASETS}); "
-                "or use --profile=quick."
+                f"--dataset is required with --profile={profile} (a preset {data.DATASETS}, "
+                "a local folder or file, tfds:NAME or huggingface:NAME); or use --profile=quick."
             )
         values = dict(overrides)
         for key, value in preset.items():
@@ -177,11 +236,17 @@ class AttackConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> AttackConfig:
-        """A config with the dataset's training defaults where `overrides` gives `None`."""
-        if dataset not in DATASET_DEFAULTS:
-            raise ValueError(f"Unknown dataset {dataset!r}; choose one of {data.DATASETS}.")
+        """A config with the dataset's training defaults where `overrides` gives `None`.
+
+        A preset takes `DATASET_DEFAULTS`; any other dataset `GENERIC_DEFAULTS`, with
+        `RULE_KEYS` left unset until `resolved` sees its training texts.
+        """
         values = dict(overrides)
-        for key, default in DATASET_DEFAULTS[dataset].items():
+        defaults = DATASET_DEFAULTS.get(dataset, GENERIC_DEFAULTS)
+        if not data.is_preset(dataset):
+            for key in RULE_KEYS:
+                values.setdefault(key, None)
+        for key, default in defaults.items():
             if values.get(key) is None:
                 values[key] = default
         return cls(dataset=dataset, **values)
@@ -210,11 +275,8 @@ class AttackConfig:
             lstm_units=self.lstm_units,
             dense_units=self.dense_units,
             seed=self.seed,
+            architecture=self.architecture,
         )
-
-    def sizes(self) -> tuple[int, int]:
-        default_train, default_test = data.DEFAULT_SIZES_PER_CLASS[self.dataset]
-        return self.train_size or default_train, self.test_size or default_test
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,6 +307,9 @@ class AttackResult:
       weights_sha256: Fingerprint of the victim's weights (`workdir.weights_sha256`);
         unlike the `.keras` file's hash it is the same for byte-identical weights.
       glove_sha256: SHA-256 of the GloVe file read (None without one).
+      dataset_name: The real dataset's name (`TextDataset.name`: a preset, a local
+        folder or file stem, a TFDS name); None in runs written before it existed.
+      class_names: Class names; label `i` is `class_names[i]`.
     """
 
     clean_accuracy: float
@@ -262,6 +327,8 @@ class AttackResult:
     vocabulary_sha256: str | None = None
     weights_sha256: str | None = None
     glove_sha256: str | None = None
+    dataset_name: str | None = None
+    class_names: list | None = None
 
     def __post_init__(self):
         if self.num_poisoned > self.num_train:
@@ -302,6 +369,13 @@ def resolve_target(target: str | int, class_names: tuple[str, ...]) -> int:
 _ADDED_KEYS = {
     "validation_split": AttackConfig.validation_split,
     "glove_dim": AttackConfig.glove_dim,
+    "architecture": AttackConfig.architecture,
+    "text_column": None,
+    "label_column": None,
+    "train_split": "train",
+    "test_split": None,
+    "test_fraction": 0.2,
+    "balance": None,
 }
 
 
@@ -400,15 +474,18 @@ def run_attack(
     """
     start = time.time()
     wd.check_writable(workdir)
+    dataset = None
+    if not config.is_resolved:
+        # The rule's settings depend on the training texts, so they are read first.
+        dataset = data.load(config.dataset_spec())
+        config = config.resolved(dataset)
     same = check_workdir(workdir, config.to_dict(), overwrite)
     if same and is_complete(workdir) and not overwrite:
         return load_result(workdir)
 
     # Everything that can fail on bad input happens before the first write.
-    train_pc, test_pc = config.sizes()
-    dataset = data.load_dataset(
-        config.dataset, config.source, config.data_dir, train_pc, test_pc, seed=config.seed
-    )
+    if dataset is None:
+        dataset = data.load(config.dataset_spec())
     target = resolve_target(config.target, dataset.class_names)
     poison_cfg = poisoning.PoisonConfig(
         trigger=config.trigger,
@@ -448,6 +525,7 @@ def _write_run(
     # A new or replaced run: nothing derived from an older one may survive beside it.
     wd.clear_outputs(workdir)
     artifacts.write_json(os.path.join(workdir, wd.CONFIG_FILE), config.to_dict())
+    artifacts.write_json(os.path.join(workdir, wd.DATASET_FILE), dataset.provenance)
     artifacts.write_lines(os.path.join(workdir, wd.VOCAB_FILE), vocabulary)
     artifacts.write_training_set(os.path.join(workdir, wd.TRAIN_FILE), poisoned)
     artifacts.write_labelled_texts(
@@ -489,6 +567,8 @@ def _write_run(
         vocabulary_sha256=wd.vocabulary_sha256(vocabulary),
         weights_sha256=wd.weights_sha256(model),
         glove_sha256=glove_sha,
+        dataset_name=dataset.name,
+        class_names=list(dataset.class_names),
     )
     artifacts.write_json(os.path.join(workdir, wd.METRICS_FILE), result.to_dict())
     return result

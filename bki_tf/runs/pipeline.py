@@ -584,7 +584,7 @@ def make_report(workdir: str, variant: str = "paper", clean_workdir: str | None 
     if clean_workdir:
         asr_clean = clean_model_asr(clean_workdir, attack.load_run(workdir))
     report = Report(
-        dataset=run_config.dataset,
+        dataset=metrics.dataset_name or run_config.dataset,
         trigger=run_config.trigger,
         target=metrics.target_name,
         poison_rate=run_config.poison_rate,

@@ -8,6 +8,8 @@ A workdir holds one attack run and the defence steps run on it:
     test.csv.gz            clean test set
     test_triggered.csv.gz  every non-target test text with the trigger
     model.keras            the victim
+    dataset.json           what was read: the real dataset's name, files and sha256,
+                           columns, label mapping, test split given or held out
     metrics.json           clean accuracy, ASR, sizes, fingerprints (written last)
     saved_model/           string-input SavedModel
     logs/                  TensorBoard
@@ -43,6 +45,8 @@ MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 LOG_DIR = "logs"
 COMPARE_DIR = "compare"
+DATASET_FILE = "dataset.json"
+TENSORBOARD_DIR = "tensorboard"  # Inside each scan folder: the scan in TensorBoard.
 
 # A finished attack run holds all of these.
 ATTACK_OUTPUTS = (METRICS_FILE, VOCAB_FILE, TRAIN_FILE, TEST_FILE, TRIGGERED_FILE, MODEL_FILE)
@@ -86,7 +90,7 @@ def layout(variant: str) -> Layout:
 
 def derived_outputs() -> tuple[str, ...]:
     """Every name in a workdir that derives from the attack run (all but config.json)."""
-    names = [*ATTACK_OUTPUTS, SAVED_MODEL_DIR, LOG_DIR, COMPARE_DIR]
+    names = [*ATTACK_OUTPUTS, DATASET_FILE, SAVED_MODEL_DIR, LOG_DIR, COMPARE_DIR]
     for variant in VARIANTS:
         names.extend(dataclasses.astuple(layout(variant)))
     return tuple(names)
