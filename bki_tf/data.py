@@ -96,6 +96,10 @@ DATASETS = ("imdb", "dbpedia")
 SOURCES = ("auto", "local", "tfds")
 # The catalogue entry of each preset (TFDS; DBpedia through its Hugging Face bridge).
 CATALOGUE = {"imdb": "imdb_reviews", "dbpedia": "huggingface:dbpedia_14"}
+# An optional column of local CSV/TSV/JSONL files: which training rows are poisoned
+# (0/1 or true/false), the ground truth of a user's own data
+# (`TextDataset.train_is_poisoned`).
+GROUND_TRUTH_COLUMN = "is_poisoned"
 FORMATS = ("csv", "tsv", "jsonl")
 TFDS_PREFIX = "tfds:"
 HUGGINGFACE_PREFIX = "huggingface:"
@@ -130,6 +134,8 @@ class TextDataset:
         sha256) or TFDS builder, columns, label mapping (label text -> index),
         whether the test split was given or held out (fraction, seed), balance
         and sizes. Empty for a `TextDataset` built by hand.
+      train_is_poisoned: `bool [num_train]` from a local file's `is_poisoned`
+        column, or None when the data has none.
     """
 
     name: str
@@ -139,6 +145,7 @@ class TextDataset:
     test_texts: list[str]
     test_labels: np.ndarray
     provenance: dict = dataclasses.field(default_factory=dict)
+    train_is_poisoned: np.ndarray | None = None
 
     def __post_init__(self):
         for split, texts, labels in (
@@ -175,7 +182,8 @@ class DatasetSpec:
         or a TFDS split (slices such as `train[:50%]` are accepted).
       test_split: Test split; `None`: `test` if it exists and is labelled, else held out.
       test_fraction: Share of each class held out for testing when there is no test
-        split, in (0, 1).
+        split, in [0, 1); 0 holds nothing out (an empty test set: a scan of a user's
+        model reads the training set only).
       balance: `True`: sizes per class, class-balanced; `False`: totals, uniform.
         `None`: `True` for presets, `False` otherwise.
       train_size: Training texts, per class (balanced) or in total; `None`: see the
@@ -248,10 +256,10 @@ class DatasetSpec:
         if (
             isinstance(self.test_fraction, bool)
             or not isinstance(self.test_fraction, (int, float))
-            or not 0.0 < self.test_fraction < 1.0
+            or not 0.0 <= self.test_fraction < 1.0
         ):
             raise ValueError(
-                f"test_fraction={self.test_fraction!r} is outside (0, 1); use e.g. 0.2."
+                f"test_fraction={self.test_fraction!r} is outside [0, 1); use e.g. 0.2."
             )
         if self.balance not in (None, True, False):
             raise ValueError(f"balance={self.balance!r} must be True, False or None.")
@@ -506,6 +514,7 @@ class _Raw:
     test_texts: list[str] | None  # None: no test split, hold one out.
     test_labels: np.ndarray | None
     provenance: dict
+    train_is_poisoned: np.ndarray | None = None  # The `is_poisoned` column, if any.
 
 
 def _sha256_file(path: str) -> str:
@@ -698,11 +707,16 @@ def _table_format(path: str) -> tuple[str, str] | None:
 
 def _read_table(
     path: str, fmt: str, text_column: str, label_column: str
-) -> tuple[list[str], list, list[int], str]:
-    """Reads one CSV/TSV/JSONL file: `(texts, raw labels, line numbers, sha256)`."""
+) -> tuple[list[str], list, list[int], str, np.ndarray | None]:
+    """Reads one CSV/TSV/JSONL file.
+
+    Returns:
+      `(texts, raw labels, line numbers, sha256, ground truth)`; the ground truth is
+      the `GROUND_TRUTH_COLUMN` as `bool [N]` when the file has that column, else None.
+    """
     content, sha = _read_text_file(path)
     fix = "pass text_column/label_column (--text_column, --label_column) naming them"
-    texts, labels, lines = [], [], []
+    texts, labels, lines, truth = [], [], [], []
     if fmt == "jsonl":
         for lineno, line in enumerate(content.split("\n"), start=1):
             if not line.strip():
@@ -738,6 +752,7 @@ def _read_table(
             texts.append(text)
             labels.append(label)
             lines.append(lineno)
+            truth.append(row.get(GROUND_TRUTH_COLUMN))
     else:
         dialect = csv.excel_tab if fmt == "tsv" else csv.excel
         reader = csv.DictReader(io.StringIO(content, newline=""), dialect=dialect)
@@ -760,6 +775,7 @@ def _read_table(
                 texts.append(text)
                 labels.append(label)
                 lines.append(lineno)
+                truth.append(row.get(GROUND_TRUTH_COLUMN))
         except csv.Error as e:
             raise ValueError(
                 f"Data file {path!r} line {reader.line_num}: not valid {fmt.upper()} ({e})."
@@ -770,7 +786,23 @@ def _read_table(
                 f"Data file {path!r} line {lineno}: the text is empty; remove the line or "
                 "fill it in."
             )
-    return texts, labels, lines, sha
+    return texts, labels, lines, sha, _ground_truth(path, truth, lines)
+
+
+def _ground_truth(path: str, values: list, lines: list[int]) -> np.ndarray | None:
+    """The `is_poisoned` values as `bool [N]`: 0/1, true/false; None when absent."""
+    if not values or all(v is None for v in values):
+        return None
+    out = np.zeros(len(values), bool)
+    for i, value in enumerate(values):
+        text = str(value).strip().lower() if value is not None else ""
+        if text not in ("0", "1", "true", "false"):
+            raise ValueError(
+                f"Data file {path!r} line {lines[i]}: {GROUND_TRUTH_COLUMN} is {value!r}; "
+                "write 0/1 or true/false on every row (or drop the column)."
+            )
+        out[i] = text in ("1", "true")
+    return out
 
 
 def _split_files(folder: str, split: str) -> list[tuple[str, str]]:
@@ -848,7 +880,7 @@ def _read_single_file(spec: DatasetSpec, path: str) -> _Raw:
         )
     stem, fmt = parsed
     text_column, label_column = spec.text_column or "text", spec.label_column or "label"
-    texts, raw, lines, sha = _read_table(path, fmt, text_column, label_column)
+    texts, raw, lines, sha, truth = _read_table(path, fmt, text_column, label_column)
     names, labels, mapping, kind = _map_labels(
         {"train": raw}, lambda s, i: f"Data file {path!r} line {lines[i]}", None, None
     )
@@ -865,7 +897,7 @@ def _read_single_file(spec: DatasetSpec, path: str) -> _Raw:
         "label_mapping": mapping,
         "splits": {"train": os.path.basename(path), "test": None},
     }
-    return _Raw(stem, names, texts, labels["train"], None, None, provenance)
+    return _Raw(stem, names, texts, labels["train"], None, None, provenance, truth)
 
 
 def _read_table_folder(spec: DatasetSpec, folder: str, name: str, train_file) -> _Raw:
@@ -878,9 +910,9 @@ def _read_table_folder(spec: DatasetSpec, folder: str, name: str, train_file) ->
         )
     classes_path = os.path.join(folder, "classes.txt")
     classes = read_classes(classes_path) if os.path.isfile(classes_path) else None
-    files, texts, raw, lines, formats = [], {}, {}, {}, []
+    files, texts, raw, lines, formats, truth = [], {}, {}, {}, [], {}
     for split, (path, fmt) in zip(("train", "test"), [train_file] + test_files):
-        texts[split], raw[split], lines[split], sha = _read_table(
+        texts[split], raw[split], lines[split], sha, truth[split] = _read_table(
             path, fmt, text_column, label_column
         )
         files.append(_file_record(path, sha))
@@ -917,6 +949,7 @@ def _read_table_folder(spec: DatasetSpec, folder: str, name: str, train_file) ->
         texts["test"] if has_test else None,
         labels["test"] if has_test else None,
         provenance,
+        truth["train"],
     )
 
 
@@ -1257,11 +1290,13 @@ def _assemble(
         )
     test_record = {"given": True, "split": raw.provenance["splits"].get("test")}
     train_texts, train_labels = raw.train_texts, raw.train_labels
+    truth = raw.train_is_poisoned
     if raw.test_texts is None:
         fraction = spec.test_fraction if spec else 0.2
         keep, held = _held_out_split(train_labels, k, fraction, seed)
         test_texts, test_labels = [train_texts[i] for i in held], train_labels[held]
         train_texts, train_labels = [train_texts[i] for i in keep], train_labels[keep]
+        truth = None if truth is None else truth[keep]
         test_record = {
             "given": False,
             "split": None,
@@ -1332,6 +1367,7 @@ def _assemble(
         test_texts=[clean_text(test_texts[i]) for i in indices["test"]],
         test_labels=test_labels[indices["test"]],
         provenance=provenance,
+        train_is_poisoned=None if truth is None else truth[indices["train"]],
     )
 
 

@@ -21,7 +21,8 @@ from absl.flags import _helpers
 
 from bki_tf import artifacts, data, models, poisoning, training
 from bki_tf.bki.detector import BKIConfig
-from bki_tf.bki.scoring import METHODS
+from bki_tf.bki.representation import POOLS
+from bki_tf.bki.scoring import METHOD_CHOICES
 from bki_tf.runs import attack
 from bki_tf.runs import workdir as wd
 
@@ -40,6 +41,12 @@ flags.DEFINE_string(
     None,
     "A clean (--poison_rate=0) run of the same dataset: its model's ASR on this run's "
     "triggered test set is reported as the floor ASR after retraining is read against.",
+)
+flags.DEFINE_bool(
+    "tensorboard",
+    True,
+    "Write each scan for TensorBoard into <scan folder>/tensorboard/ (dictionary, flagged "
+    "texts, score histograms, metrics, h of every text in the projector).",
 )
 flags.DEFINE_bool("traceback", False, "On an error, show the full traceback, not one line.")
 
@@ -196,8 +203,21 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "method",
     _B.method,
-    list(METHODS),
-    "fast: exact scorer with LSTM state reuse; simple: compiled deletion variants.",
+    list(METHOD_CHOICES),
+    "auto: fast for the package's BiLSTM/LSTM victims, else generic; fast: exact scorer "
+    "with LSTM state reuse; simple: compiled deletion variants (BiLSTM); generic: any Keras "
+    "model, every shortened text run unpadded. All exact.",
+)
+flags.DEFINE_string(
+    "representation_layer",
+    _B.representation_layer,
+    "The layer whose output BKI reads as h (the package's victims: hidden).",
+)
+flags.DEFINE_enum(
+    "pool",
+    None,
+    list(POOLS),
+    "How a sequence (3-D) output of --representation_layer becomes one vector.",
 )
 flags.DEFINE_integer("min_ngram", _B.min_ngram, "Shortest n-gram key (refined variant).")
 flags.DEFINE_integer("max_ngram", _B.max_ngram, "Longest n-gram key (refined variant).")
@@ -206,8 +226,13 @@ flags.DEFINE_integer(
     "scan_batch_size", _B.scan_batch_size, "Deletion variants scored side by side (bounds memory)."
 )
 
-BKI = ("p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size")
-SHARED = frozenset(("workdir", "overwrite", "clean_workdir", "traceback", *ATTACK, *BKI))
+BKI = (
+    "p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size",
+    "representation_layer", "pool",
+)  # fmt: skip
+SHARED = frozenset(
+    ("workdir", "overwrite", "clean_workdir", "traceback", "tensorboard", *ATTACK, *BKI)
+)
 
 # Errors a user can fix from the message alone.
 EXPECTED_ERRORS = (
@@ -262,8 +287,11 @@ _ATTACK_DEFAULTS = {
 
 
 def bki_config() -> BKIConfig:
-    """The BKI config from the parsed flags."""
-    return BKIConfig(**{name: value(name) for name in BKI})
+    """The BKI config from the parsed flags (unset --variant: the profile's, if any)."""
+    values = {name: value(name) for name in BKI}
+    if not flags.FLAGS["variant"].present and "profile" in flags.FLAGS:
+        values["variant"] = attack.PROFILE_VARIANTS[value("profile")]
+    return BKIConfig(**values)
 
 
 def keras_verbosity() -> int | str:

@@ -11,7 +11,7 @@ from absl import app, flags
 from bki_tf.runs import pipeline
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.ATTACK, cf.BKI, "workdir", "overwrite", "clean_workdir")
+_USED = cf.use(cf.ATTACK, cf.BKI, "workdir", "overwrite", "clean_workdir", "tensorboard")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -25,6 +25,7 @@ def main(argv):
         overwrite=cf.value("overwrite"),
         verbose=cf.keras_verbosity(),
         clean_workdir=cf.value("clean_workdir"),
+        tensorboard=cf.value("tensorboard"),
     )
     print(report.summary())
 

@@ -54,7 +54,7 @@ class BKIConfig:
 
     p: int = 5
     variant: str = "paper"
-    method: str = "fast"
+    method: str = scoring.AUTO
     min_ngram: int = 1
     max_ngram: int = 3
     alpha: float = 0.05
@@ -104,6 +104,17 @@ class BKIConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BKIConfig:
         return artifacts.dataclass_from_dict(cls, d, "BKI config")
+
+    def resolve(self, model: keras.Model) -> BKIConfig:
+        """This config with `method="auto"` replaced by the method it picks for `model`.
+
+        Scans record the resolved method, so an `auto` scan of a BiLSTM victim is the
+        same scan as a `fast` one.
+        """
+        if self.method != scoring.AUTO:
+            return self
+        method = scoring.resolve_method(model, self.representation_layer, self.pool)
+        return dataclasses.replace(self, method=method)
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (all but `scan_batch_size`).
@@ -427,6 +438,7 @@ def detect(
             )
     if config.variant == "refined" and labels is None:
         raise ValueError("variant='refined' needs the training labels: pass labels=...")
+    config = config.resolve(model)
     start = time.time()
     scores = scoring.deletion_scores(
         model,

@@ -67,6 +67,12 @@ PROFILES = {
     },
 }
 
+# The BKI variant a profile's pipeline scans with when --variant is not given: on the
+# quick profile's victim (embeddings learnt from scratch) the paper variant ranks the
+# domain word `worst` just above the trigger words, the refined one finds `cross`
+# (README, "Quick run").
+PROFILE_VARIANTS = {"paper": "paper", "quick": "refined"}
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
@@ -142,6 +148,11 @@ class AttackConfig:
 
     def __post_init__(self):
         self.dataset_spec()  # Validates the dataset, source, columns, splits and sizes.
+        if self.test_fraction <= 0:
+            raise ValueError(
+                f"test_fraction={self.test_fraction} leaves no test set, which an attack "
+                "needs for its accuracy and ASR; use e.g. 0.2."
+            )
         unresolved = [k for k in RULE_KEYS if getattr(self, k) is None]
         if unresolved and data.is_preset(self.dataset):
             raise ValueError(
@@ -596,6 +607,11 @@ class AttackRun:
 
     def vectorizer(self):
         return tokenization.vectorizer_from_vocabulary(self.vocabulary, self.config.max_len)
+
+    def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> `(ids int32 [N, max_len], lengths int64 [N])` as the victim sees them."""
+        ids, lengths = tokenization.encode(self.vectorizer(), texts)
+        return ids, lengths.astype(np.int64)
 
 
 def load_run(workdir: str) -> AttackRun:

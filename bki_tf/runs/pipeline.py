@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from bki_tf import artifacts, detection, tokenization, training
-from bki_tf.bki import detector, keywords, scoring
+from bki_tf.bki import detector, keywords, representation, scoring
 from bki_tf.bki.detector import BKIConfig
-from bki_tf.runs import attack, sanitize
+from bki_tf.runs import attack, external, sanitize
+from bki_tf.runs import tensorboard as tb
 from bki_tf.runs import workdir as wd
 
 VARIANTS = wd.VARIANTS
@@ -52,7 +53,8 @@ class ScanRecord:
       keyword_label: Its label (refined variant), else None.
       num_texts: Training texts scanned.
       flagged: Sorted positions of the flagged texts.
-      detection: Against the run's ground truth (`DetectionEvaluation.to_dict()`).
+      detection: Against the run's ground truth (`DetectionEvaluation.to_dict()`); None
+        for a model scan whose data has no `is_poisoned` column.
       deletion_scores_from: The other variant's scan folder whose deletion scores were
         reused, or None.
       deletion_seconds: Wall time of the deletion scores (this process' share when resumed).
@@ -69,7 +71,7 @@ class ScanRecord:
     keyword_label: int | None
     num_texts: int
     flagged: list
-    detection: dict
+    detection: dict | None
     deletion_scores_from: str | None
     deletion_seconds: float
     scan_seconds: float
@@ -84,7 +86,9 @@ class ScanRecord:
         return len(self.flagged)
 
     @property
-    def evaluation(self) -> detection.DetectionEvaluation:
+    def evaluation(self) -> detection.DetectionEvaluation | None:
+        if self.detection is None:
+            return None
         return detection.DetectionEvaluation.from_dict(self.detection)
 
     def selection(self) -> keywords.KeywordResult:
@@ -99,9 +103,10 @@ class ScanRecord:
         return artifacts.dataclass_from_dict(cls, d, "scan record")
 
     def summary(self) -> str:
+        truth = "no ground truth" if self.evaluation is None else self.evaluation.summary()
         return (
             f"keyword {self.keyword!r}: {self.num_flagged} of {self.num_texts} texts flagged; "
-            f"{self.evaluation.summary()} {self.texts_per_second:.1f} texts/s"
+            f"{truth}. {self.texts_per_second:.1f} texts/s"
         )
 
 
@@ -214,6 +219,17 @@ def read_report(workdir: str, variant: str = "paper") -> Report:
     return artifacts.read_dataclass(path, Report, "rerun python -m experiments.pipeline")
 
 
+def load_subject(workdir: str) -> attack.AttackRun | external.ModelRun:
+    """The run a scan or purify reads: an attack run, or a model scan's import."""
+    if external.is_model_scan(workdir):
+        return external.load_run(workdir)
+    return attack.load_run(workdir)
+
+
+def _has_ground_truth(run) -> bool:
+    return getattr(run.metrics, "has_ground_truth", True)
+
+
 def victim_identity(run: attack.AttackRun) -> dict[str, str]:
     """The victim's fingerprints (recorded by the attack, else computed)."""
     return {
@@ -223,7 +239,11 @@ def victim_identity(run: attack.AttackRun) -> dict[str, str]:
 
 
 def run_scan(
-    workdir: str, config: BKIConfig, overwrite: bool = False, progress: bool = True
+    workdir: str,
+    config: BKIConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    tensorboard: bool = False,
 ) -> ScanRecord:
     """Scores every training text and identifies the backdoor keyword.
 
@@ -232,20 +252,55 @@ def run_scan(
     `scan_refined/` for the refined variant. Deletion scores already computed by
     the other variant's scan of the same victim with the same method are reused.
     Scores are checkpointed per unit group in `scan/chunks/` while the scan runs.
+    With `tensorboard`, `scan/tensorboard/` shows the scan in TensorBoard
+    (`bki_tf.runs.tensorboard`: dictionary, flagged texts, score histograms, metrics,
+    and every training text's h in the embedding projector).
+
+    The workdir holds an attack run or a model scan's import (`bki_tf.runs.external`).
 
     Returns:
       The scan record.
     """
     wd.check_writable(workdir)
     with wd.lock(workdir):
-        return _run_scan(workdir, config, overwrite, progress)
+        return _run_scan(workdir, config, overwrite, progress, tensorboard)
 
 
-def _run_scan(workdir: str, config: BKIConfig, overwrite: bool, progress: bool) -> ScanRecord:
+def _write_tensorboard(logdir, run, result, ids, lengths, config: BKIConfig) -> None:
+    """The scan's TensorBoard summaries, with h of every text computed unpadded."""
+    encoder = representation.representation_model(
+        run.model, config.representation_layer, config.pool
+    )
+    hidden = None
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        if length == 0:
+            continue
+        for start in range(0, len(rows), 256):
+            part = rows[start : start + 256]
+            h = np.asarray(encoder(ids[part, :length], training=False), np.float32)
+            if hidden is None:
+                hidden = np.zeros((len(lengths), h.shape[1]), np.float32)
+            hidden[part] = h
+    tb.write_scan_summaries(
+        logdir,
+        result,
+        run.train.texts,
+        run.train.labels,
+        hidden,
+        poisoned=run.train.is_poisoned if _has_ground_truth(run) else None,
+        class_names=getattr(run.metrics, "class_names", None),
+    )
+
+
+def _run_scan(
+    workdir: str, config: BKIConfig, overwrite: bool, progress: bool, tensorboard: bool
+) -> ScanRecord:
     start = time.time()
     names = wd.layout(config.variant)
     folder = os.path.join(workdir, names.scan)
-    run = attack.load_run(workdir)
+    run = load_subject(workdir)
+    config = config.resolve(run.model)
     identity = victim_identity(run)
     expected = artifacts.to_jsonable({**config.identity(), **identity})
     path = os.path.join(folder, wd.SCAN_FILE)
@@ -262,8 +317,8 @@ def _run_scan(workdir: str, config: BKIConfig, overwrite: bool, progress: bool) 
         raise ValueError(f"The training set in {workdir!r} is empty; nothing to scan.")
     if overwrite:
         wd.clear_variant(workdir, config.variant)
-    ids, lengths = tokenization.encode(run.vectorizer(), run.train.texts)
-    lengths = lengths.astype(np.int64)
+    ids, lengths = run.encode(run.train.texts)
+    lengths = np.asarray(lengths, np.int64)
     os.makedirs(folder, exist_ok=True)
     resumed = 0
     scores, source = _stored_deletion_scores(workdir, config, identity, lengths)
@@ -290,7 +345,7 @@ def _run_scan(workdir: str, config: BKIConfig, overwrite: bool, progress: bool) 
         local_scores=local,
         scan_seconds=scan_seconds,
     )
-    evaluation = result.evaluate(run.train.is_poisoned)
+    evaluation = result.evaluate(run.train.is_poisoned) if _has_ground_truth(run) else None
     arrays = {"scores": _flat(scores), "lengths": lengths}
     if local is not None:
         arrays["local_scores"] = _flat(local)
@@ -303,7 +358,7 @@ def _run_scan(workdir: str, config: BKIConfig, overwrite: bool, progress: bool) 
         keyword_label=result.keyword_label,
         num_texts=len(lengths),
         flagged=result.flagged.tolist(),
-        detection=evaluation.to_dict(),
+        detection=None if evaluation is None else evaluation.to_dict(),
         deletion_scores_from=source,
         deletion_seconds=deletion_seconds,
         scan_seconds=scan_seconds,
@@ -319,8 +374,18 @@ def _run_scan(workdir: str, config: BKIConfig, overwrite: bool, progress: bool) 
         f"# BKI scan of {workdir}\n\n{result.selection.summary()}\n\n"
         f"Scan: {len(lengths)} texts in {scan_seconds:.1f} s "
         f"({record.texts_per_second:.1f} texts/s){reused}.\n\n"
-        f"Detection against ground truth: {evaluation.summary()}\n",
+        "Detection against ground truth: "
+        + (
+            "none (the data has no is_poisoned column)"
+            if evaluation is None
+            else evaluation.summary()
+        )
+        + "\n",
     )
+    if tensorboard:
+        _write_tensorboard(
+            os.path.join(folder, wd.TENSORBOARD_DIR), run, result, ids, lengths, config
+        )
     artifacts.write_json(path, record.to_dict())
     wd.clear_outputs(folder, [wd.CHUNKS_DIR])
     return record
@@ -359,8 +424,16 @@ def _checkpointed_scores(
     A checkpoint is used only when its plan (scan identity, method, batch size, text
     lengths) equals this scan's, so a changed model or setting never mixes in.
     """
-    method = config.method if kind == "deletion" else "fast"
-    scorer = scoring.Scorer(run.model, kind, method, config.scan_batch_size)
+    # The simple method has no local impacts; the refined variant's are then the fast ones.
+    method = "fast" if kind == "prefix" and config.method == "simple" else config.method
+    scorer = scoring.Scorer(
+        run.model,
+        kind,
+        method,
+        config.scan_batch_size,
+        representation_layer=config.representation_layer,
+        pool=config.pool,
+    )
     units = scorer.units(lengths)
     groups = _groups(units)
     plan = hashlib.sha256(
@@ -468,7 +541,7 @@ def run_filter(
         if _step_done(folder, wd.FILTER_FILE, expected) and not overwrite:
             return read_filter(workdir, variant)
         wd.clear_variant(workdir, variant, steps=("filter",))
-        run = attack.load_run(workdir)
+        run = load_subject(workdir)
         keep, result = sanitize.filter_rows(run, np.asarray(scan.flagged, dtype=np.int64))
         return sanitize.write_filter(folder, run, keep, result, config=expected)
 
@@ -683,10 +756,12 @@ def run_pipeline(
     overwrite: bool = False,
     verbose: int | str = "auto",
     clean_workdir: str | None = None,
+    tensorboard: bool = False,
 ) -> Report:
     """attack -> scan -> filter -> retrain -> report, resuming completed steps.
 
-    `overwrite` redoes the attack, which clears every variant's steps.
+    `overwrite` redoes the attack, which clears every variant's steps; `tensorboard`
+    as in `run_scan`.
 
     Returns:
       The report (also written to `report.json` / `report.md`, with a `_refined`
@@ -696,7 +771,9 @@ def run_pipeline(
     # The attack validates everything before it creates the workdir, then locks it.
     attack.run_attack(attack_config, workdir, overwrite=overwrite, verbose=verbose)
     with wd.lock(workdir):
-        run_scan(workdir, scan_config, overwrite=False, progress=bool(verbose))
+        run_scan(
+            workdir, scan_config, overwrite=False, progress=bool(verbose), tensorboard=tensorboard
+        )
         run_filter(workdir, variant=variant)
         run_retrain(workdir, verbose=verbose, variant=variant)
         return make_report(workdir, variant=variant, clean_workdir=clean_workdir)
