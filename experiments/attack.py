@@ -4,6 +4,13 @@ r"""Poisons a training set, trains the victim, measures clean accuracy and ASR.
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz \
       --trigger="time flies like an arrow" --target=negative --poison_rate=0.03 \
       --workdir=runs/imdb_tfla
+
+Any dataset and victim (README, "Data"): a local file or folder, tfds:NAME, huggingface:NAME;
+--architecture=bilstm|lstm|gru|bigru|stacked_bilstm|bilstm_gap:
+
+    python -m experiments.attack --dataset=tfds:ag_news_subset --glove=none \
+      --trigger="no cross, no crown" --target=Sports --poison_rate=0.02 --architecture=gru \
+      --workdir=runs/ag_news_gru
 """
 
 from absl import app, flags, logging

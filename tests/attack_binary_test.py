@@ -129,7 +129,7 @@ def test_main_bad_input_writes_nothing(tmp_path, tiny_imdb_dir, overrides, messa
     "flag, message",
     [
         pytest.param("--dataset=imdb", "nowhere' does not exist", id="missing_data"),
-        pytest.param("--dataset=mnist", "value should be one of <imdb|dbpedia>", id="bad_dataset"),
+        pytest.param("--dataset=mnist", "the local dataset 'mnist'", id="bad_dataset"),
     ],
 )
 def test_command_line_bad_input_fails_cleanly(tmp_path, flag, message):

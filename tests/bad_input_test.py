@@ -266,9 +266,8 @@ CASES = (
     Case(
         "attack_unknown_dataset",
         "attack",
-        ("--dataset=cifar", "--data_dir={data}", *NEW_RUN),
-        r"--dataset=cifar",
-        fatal=True,
+        ("--dataset=cifar", *NEW_RUN),
+        r"Dataset 'cifar' is neither a preset",
         absent=("run",),
     ),
     # --- attack: the attack's settings -----------------------------------------------

@@ -32,7 +32,9 @@ _KEYS = (
 def _check_result(result):
     for key in _KEYS:
         assert key in result, key
-    assert set(result["texts_per_s"]) == set(benchmarking.METHODS)
+    assert set(result["texts_per_s"]) == {*benchmarking.METHODS, "generic"}
+    assert result["max_abs_diff"]["fast_vs_generic"] <= benchmarking.SCORE_TOLERANCE
+    assert result["speedup_vs_generic"] > 0
     assert all(rate > 0 for rate in result["texts_per_s"].values())
     assert result["matmul_peak_gflops"] > 0 and result["floor_fraction"] > 0
     assert result["peak_memory_mb"] > 0

@@ -181,3 +181,17 @@ def test_quick_profile_through_the_flags_keeps_every_profile_value():
         assert cf.attack_config().max_len == 50
     with flagsaver.flagsaver(profile="paper", dataset="imdb", data_dir="x"):
         assert cf.attack_config().max_len == attack.AttackConfig.max_len
+
+
+def test_quick_profile_scans_with_its_variant_unless_one_is_given():
+    from absl.testing import flagsaver
+
+    from experiments import common_flags as cf
+    from experiments import pipeline as pipeline_binary  # noqa: F401  Defines its flags.
+
+    with flagsaver.flagsaver(profile="quick"):
+        assert cf.bki_config().variant == attack.PROFILE_VARIANTS["quick"] == "refined"
+    with flagsaver.flagsaver(profile="quick"), flagsaver.as_parsed(variant="paper"):
+        assert cf.bki_config().variant == "paper"
+    with flagsaver.flagsaver(profile="paper"):
+        assert cf.bki_config().variant == "paper"

@@ -8,7 +8,8 @@ Times, on one random-weight classifier of the real architecture
     its deletion variants padded to `max_len` (Keras' default `batch_size=32`). It is
     slow, so it may be timed on an evenly spread subset of the texts (by length) and
     reported per text.
-  * `simple` and `fast`: `bki_tf.scoring.deletion_scores` with each method.
+  * `simple`, `fast` and `generic`: `bki_tf.scoring.deletion_scores` with each method
+    (`generic` is the path every model other than the package's BiLSTM/LSTM takes).
 
 The floor is the work of the state-reusing algorithm, `sum_i l_i (l_i - 1)`
 single-direction LSTM steps of `8 H^2` FLOP, at this machine's measured fp32 matmul
@@ -158,6 +159,7 @@ class BenchmarkResult:
     notes: list
     state_convergence: dict | None = None
     scaling: dict | None = None
+    speedup_vs_generic: float | None = None  # Absent from results written before it.
 
     def __post_init__(self):
         missing = [m for m in METHODS if m not in self.texts_per_s]
@@ -168,13 +170,18 @@ class BenchmarkResult:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        rates = ", ".join(f"{m} {self.texts_per_s[m]:.3g}" for m in METHODS)
+        rates = ", ".join(f"{m} {v:.3g}" for m, v in self.texts_per_s.items())
         return " | ".join(
             [
                 f"texts/s: {rates}",
                 f"fast/authors {self.speedup_vs_authors:.1f}x "
                 f"({self.speedup_vs_authors_same_texts:.1f}x on the same texts), "
-                f"fast/simple {self.speedup_vs_simple:.1f}x",
+                f"fast/simple {self.speedup_vs_simple:.1f}x"
+                + (
+                    ""
+                    if self.speedup_vs_generic is None
+                    else f", fast/generic {self.speedup_vs_generic:.1f}x"
+                ),
                 f"fast {self.fast_gflops:.0f} GFLOP/s = {100 * self.floor_fraction:.0f}% of the "
                 f"floor at peak {self.matmul_peak_gflops:.0f} GFLOP/s "
                 f"({100 * self.floor_fraction_cpu_time:.0f}% per CPU-second, "
@@ -303,6 +310,9 @@ def run_benchmark(
     def simple(i, n):
         return scoring.deletion_scores(model, i, n, "simple", config.scan_batch_size)
 
+    def generic(i, n):
+        return scoring.deletion_scores(model, i, n, "generic", config.scan_batch_size)
+
     # Warm-ups: the fast run compiles every tile shape of these texts.
     fast_scores = fast(ids, lengths)
     simple(ids[:2], lengths[:2])
@@ -316,6 +326,12 @@ def run_benchmark(
     )
     log(f"fast {seconds['fast']:.2f} s, simple {seconds['simple']:.2f} s for {len(ids)} texts")
     simple_scores = simple(ids, lengths)
+    # The path any other Keras model takes: every shortened text run unpadded.
+    generic_scores = generic(ids, lengths)  # Also the warm-up.
+    seconds["generic"], cores_used["generic"] = _median_seconds(
+        lambda: generic(ids, lengths), config.repeats
+    )
+    log(f"generic {seconds['generic']:.2f} s for {len(ids)} texts")
 
     subset = _spread_subset(lengths, config.authors_texts)
     authors_deletion_scores(model, ids[subset[:1]], lengths[subset[:1]])  # Warm-up.
@@ -341,6 +357,7 @@ def run_benchmark(
         "authors": len(subset) / authors_seconds,
         "simple": len(ids) / seconds["simple"],
         "fast": len(ids) / seconds["fast"],
+        "generic": len(ids) / seconds["generic"],
     }
     seconds["authors_subset"] = authors_seconds
     seconds["fast_subset"] = fast_subset_seconds
@@ -355,6 +372,7 @@ def run_benchmark(
         "fast_vs_authors": _max_abs_diff([fast_scores[i] for i in subset], authors_scores),
         "simple_vs_authors": _max_abs_diff([simple_scores[i] for i in subset], authors_scores),
         "fast_vs_simple": _max_abs_diff(fast_scores, simple_scores),
+        "fast_vs_generic": _max_abs_diff(fast_scores, generic_scores),
     }
     fast_gflops = floor_gflop / seconds["fast"]
     subset_lengths = lengths[subset].astype(np.float64)
@@ -376,6 +394,7 @@ def run_benchmark(
         speedup_vs_authors=texts_per_s["fast"] / texts_per_s["authors"],
         speedup_vs_authors_same_texts=authors_seconds / fast_subset_seconds,
         speedup_vs_simple=texts_per_s["fast"] / texts_per_s["simple"],
+        speedup_vs_generic=texts_per_s["fast"] / texts_per_s["generic"],
         matmul_peak_gflops=peak,
         matmul_peak_samples_gflops=peak_samples,
         floor_gflop=floor_gflop,
