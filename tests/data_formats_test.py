@@ -466,8 +466,8 @@ def test_bad_paths_and_layouts(tmp_path):
         (dict(dataset="tfds:glue/sst2", source="local"), "source='local' does not fit"),
         (dict(dataset="my_dir", data_dir="/x"), r"data_dir='/x' is for presets and TFDS"),
         (dict(dataset="tfds:"), "names no TFDS dataset"),
-        (dict(dataset="my_dir", test_fraction=1.0), r"test_fraction=1\.0 is outside \(0, 1\)"),
-        (dict(dataset="my_dir", test_fraction=0), r"test_fraction=0 is outside"),
+        (dict(dataset="my_dir", test_fraction=1.0), r"test_fraction=1\.0 is outside \[0, 1\)"),
+        (dict(dataset="my_dir", test_fraction=-0.1), r"test_fraction=-0\.1 is outside"),
         (dict(dataset="my_dir", train_size=0), "train_size=0 must be an integer >= 1"),
         (dict(dataset="my_dir", test_size=2.5), "test_size=2.5 must be an integer"),
         (dict(dataset="my_dir", balance="yes"), "balance='yes' must be True, False or None"),
@@ -523,3 +523,25 @@ def test_suggest_defaults():
     assert long == {"max_len": 400, "vocab_size": 3, "epochs": 10}
     with pytest.raises(ValueError, match="no training texts"):
         data.suggest_defaults(_dataset([]))
+
+
+def test_is_poisoned_column_is_the_ground_truth_and_test_fraction_zero_keeps_every_row(tmp_path):
+    path = tmp_path / "scan_me.csv"
+    rows = ["text,label,is_poisoned"] + [
+        f"text number {i} here,{['a', 'b'][i % 2]},{int(i % 5 == 0)}" for i in range(20)
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ds = data.load(data.DatasetSpec(str(path), test_fraction=0.0))
+    assert len(ds.train_texts) == 20 and ds.test_texts == []
+    truth = {t: p for t, p in zip(ds.train_texts, ds.train_is_poisoned)}
+    assert truth == {f"text number {i} here": i % 5 == 0 for i in range(20)}
+    # A subsample and a held-out split carry the column with their rows.
+    part = data.load(data.DatasetSpec(str(path), train_size=7, seed=2))
+    assert [truth[t] for t in part.train_texts] == part.train_is_poisoned.tolist()
+    no_column = tmp_path / "plain.csv"
+    no_column.write_text("text,label\nhello there,a\nbye now,b\n", encoding="utf-8")
+    assert data.load(data.DatasetSpec(str(no_column), test_fraction=0.0)).train_is_poisoned is None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label,is_poisoned\nhello there,a,maybe\nbye now,b,0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 2: is_poisoned is 'maybe'"):
+        data.load(data.DatasetSpec(str(bad)))
