@@ -58,12 +58,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = benchmarking.BenchmarkConfig(
         num_texts=_NUM_TEXTS.value,
-        max_len=cf.value("max_len"),
+        max_len=cf.value("max_len") or _d.max_len,  # The shared flag is unset by default.
         data_dir=cf.value("data_dir"),
         repeats=_REPEATS.value,
         lstm_units=cf.value("lstm_units"),
         embedding_dim=cf.value("embedding_dim"),
-        vocab_size=cf.value("vocab_size"),
+        vocab_size=cf.value("vocab_size") or _d.vocab_size,
         seed=cf.value("seed"),
         authors_texts=_AUTHORS_TEXTS.value,
         scan_batch_size=cf.value("scan_batch_size"),
