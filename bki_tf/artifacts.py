@@ -13,6 +13,7 @@ import contextlib
 import csv
 import dataclasses
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -128,6 +129,15 @@ def write_text(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_dataclass(path: str, cls, fix: str, prepare=None):

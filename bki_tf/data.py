@@ -90,7 +90,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bki_tf import tokenization
+from bki_tf import artifacts, tokenization
 
 DATASETS = ("imdb", "dbpedia")
 SOURCES = ("auto", "local", "tfds")
@@ -517,16 +517,8 @@ class _Raw:
     train_is_poisoned: np.ndarray | None = None  # The `is_poisoned` column, if any.
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_record(path: str, sha: str | None = None) -> dict:
-    return {"path": os.path.abspath(path), "sha256": sha or _sha256_file(path)}
+    return {"path": os.path.abspath(path), "sha256": sha or artifacts.file_sha256(path)}
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import os
 import shutil
 import tempfile
@@ -141,14 +140,6 @@ def check_glove_file(path: str, dim: int | None = None) -> int:
     if found is None:
         raise ValueError(f"GloVe file {path!r} is empty.")
     return found
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

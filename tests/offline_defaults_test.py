@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bki_tf import data, embeddings
+from bki_tf import artifacts, data, embeddings
 from bki_tf.runs import attack
 
 DIM = 100
@@ -161,7 +161,7 @@ def test_old_configs_resume_as_the_same_run(tiny_imdb_dir):
 def test_glove_sha256_is_the_files_sha256(tmp_path):
     path = tmp_path / "g.txt"
     path.write_bytes(b"a 1.0\n" * 300_000)  # Several read blocks.
-    assert embeddings.file_sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert artifacts.file_sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_quick_profile_through_the_flags_keeps_every_profile_value():

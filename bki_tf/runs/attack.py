@@ -518,7 +518,7 @@ def run_attack(
     glove_path = config.glove_file()
     if glove_path:
         matrix, coverage = embeddings.load_glove(glove_path, vocabulary)
-        glove_sha = embeddings.file_sha256(glove_path)
+        glove_sha = artifacts.file_sha256(glove_path)
 
     with wd.lock(workdir):
         # Checked again under the lock: another process may have written meanwhile.

@@ -31,7 +31,7 @@ import shutil
 import keras
 import numpy as np
 
-from bki_tf import artifacts, data, embeddings, poisoning, tokenization
+from bki_tf import artifacts, data, poisoning, tokenization
 from bki_tf.bki import representation
 from bki_tf.runs import workdir as wd
 
@@ -250,7 +250,7 @@ def import_model(config: ModelScanConfig, workdir: str, overwrite: bool = False)
         has_ground_truth=poisoned is not None,
         num_poisoned=0 if poisoned is None else int(poisoned.sum()),
         vectorizer=has_vectorizer,
-        model_sha256=embeddings.file_sha256(config.model),
+        model_sha256=artifacts.file_sha256(config.model),
         weights_sha256=wd.weights_sha256(model),
         vocabulary_sha256=wd.vocabulary_sha256(vocabulary),
     )

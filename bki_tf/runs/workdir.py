@@ -202,15 +202,6 @@ def check_writable(workdir: str) -> None:
         )
 
 
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def vocabulary_sha256(vocabulary: Sequence[str]) -> str:
     """SHA-256 of a vocabulary, one token per line as in vocab.txt."""
     h = hashlib.sha256()
