@@ -234,6 +234,21 @@ def test_every_architecture_matches_reference(architecture, kind):
         _assert_units_bit_identical(scorer, ids, lengths, got)
 
 
+@pytest.mark.parametrize("kind", scoring.KINDS)
+@pytest.mark.parametrize("architecture", ["gru", "bigru", "bilstm_gap"])
+def test_fast_small_batches_match_reference(architecture, kind):
+    # batch_size 3 leaves 2 usable lanes per tile: the 25-token text's jobs fill many
+    # tiles, several short jobs share a lane, and the 1-token text deletes to empty.
+    model = _architecture_model(architecture)
+    ids, lengths = _texts([25, 2, 4, 1, 7, 0], 27, seed=12)
+    reference = _reference_deletion_scores if kind == "deletion" else _reference_prefix_scores
+    expected = reference(model, ids, lengths)
+    scorer = scoring.Scorer(model, kind, "fast", batch_size=3)
+    got = scorer.score_all(ids, lengths)
+    _assert_scores_close(got, expected)
+    _assert_units_bit_identical(scorer, ids, lengths, got)
+
+
 def test_generic_units_group_texts_of_one_length():
     scorer = scoring.Scorer(_architecture_model("gru"), "deletion", "generic", batch_size=8)
     units = [u.tolist() for u in scorer.units(np.array([2, 0, 2, 2, 5, 1, 12]))]
@@ -245,7 +260,7 @@ def test_generic_units_group_texts_of_one_length():
 
 def test_auto_resolution():
     for architecture in models.ARCHITECTURES:
-        expected = "fast" if architecture in ("bilstm", "lstm") else "generic"
+        expected = "generic" if architecture == "stacked_bilstm" else "fast"
         assert scoring.resolve_method(_architecture_model(architecture)) == expected
     bilstm = _architecture_model("bilstm")
     assert scoring.resolve_method(bilstm, representation_layer="dense") == "generic"
@@ -255,7 +270,7 @@ def test_auto_resolution():
 @pytest.mark.parametrize(
     "architecture, kwargs, message",
     [
-        ("gru", {"method": "fast"}, r"has neither.*method='generic'"),
+        ("stacked_bilstm", {"method": "fast"}, r"has none of them.*method='generic'"),
         ("bigru", {"method": "simple"}, r"method='simple' runs the 'bilstm'.*'generic'"),
         ("bilstm", {"kind": "prefix", "method": "simple"}, "'fast' and 'generic'"),
         ("bilstm", {"method": "fast", "representation_layer": "dense"}, "use method='generic'"),
@@ -291,6 +306,48 @@ def test_fast_handles_lstm_without_bias():
     ids, lengths = _texts([4, 1, 6], 6, seed=5)
     expected = _reference_deletion_scores(model, ids, lengths)
     _assert_scores_close(scoring.deletion_scores(model, ids, lengths, method="fast"), expected)
+
+
+def _custom_gru_model(bidirectional: bool, **kwargs) -> keras.Model:
+    """A classifier with the BKI layer names around a (Bi)GRU with the given options."""
+    tokens = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(_VOCAB, 8, mask_zero=True, name=models.EMBEDDING_LAYER)(tokens)
+    kwargs = dict(bias_initializer="random_normal", **kwargs)
+    if bidirectional:
+        hidden = keras.layers.Bidirectional(
+            keras.layers.GRU(4, **kwargs),
+            backward_layer=keras.layers.GRU(4, go_backwards=True, **kwargs),
+            name="bigru",
+        )(x)
+    else:
+        hidden = keras.layers.GRU(4, name="gru", **kwargs)(x)
+    hidden = keras.layers.Identity(name=models.HIDDEN)(hidden)
+    probs = keras.layers.Dense(2, activation="softmax", name=models.PROBABILITIES)(hidden)
+    return keras.Model(tokens, [probs, hidden])
+
+
+@pytest.mark.parametrize("kind", scoring.KINDS)
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fast_handles_gru_biases(bidirectional, use_bias, kind):
+    # Random input and recurrent biases (build_classifier's start at zero), or none.
+    keras.utils.set_random_seed(4)
+    model = _custom_gru_model(bidirectional, use_bias=use_bias)
+    ids, lengths = _texts([4, 1, 6], 6, seed=5)
+    reference = _reference_deletion_scores if kind == "deletion" else _reference_prefix_scores
+    scorer = scoring.Scorer(model, kind, "fast")
+    _assert_scores_close(scorer.score_all(ids, lengths), reference(model, ids, lengths))
+
+
+def test_gru_with_reset_before_is_rejected_by_fast_but_scored_by_generic():
+    keras.utils.set_random_seed(5)
+    model = _custom_gru_model(True, reset_after=False)
+    ids, lengths = _texts([3, 5], 5, seed=6)
+    for kind in scoring.KINDS:
+        with pytest.raises(ValueError, match="reset_after=False.*method='generic'"):
+            scoring.Scorer(model, kind, "fast")
+    expected = _reference_deletion_scores(model, ids, lengths)
+    _assert_scores_close(scoring.deletion_scores(model, ids, lengths, method="auto"), expected)
 
 
 def test_unsupported_lstm_is_rejected_by_fast_but_scored_by_simple():

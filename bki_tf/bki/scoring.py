@@ -7,14 +7,16 @@ Identification", Neurocomputing 452, 2021 (Algorithm 1, Sec. 4.1): for a text
 
     f_j = || h(x) - h(x without x_j) ||_inf,
 
-where `h` is the classifier's hidden output (`bki_tf.models.HIDDEN`: the forward
-LSTM state at the last token concatenated with the backward LSTM state at the first
-token) and `x without x_j` is the *shortened* text of `l - 1` tokens, exactly as if
-the word had never been written (not a zeroed embedding, not a padding token).
+where `h` is the classifier's hidden output (`bki_tf.models.HIDDEN`; for the paper's
+BiLSTM victim the forward LSTM state at the last token concatenated with the
+backward LSTM state at the first token, see `bki_tf.models` for the others) and
+`x without x_j` is the *shortened* text of `l - 1` tokens, exactly as if the word had
+never been written (not a zeroed embedding, not a padding token).
 
 Conventions:
-  * `h` of the empty text is the LSTMs' zero initial state, so for a 1-token text
-    `f_0 = ||h(x)||_inf`; a 0-token text has no scores (an empty array).
+  * `h` of the empty text is the RNNs' zero initial state (zero as well for the
+    mean-pooled `"bilstm_gap"`), so for a 1-token text `f_0 = ||h(x)||_inf`; a
+    0-token text has no scores (an empty array).
   * Inputs are `int32 [N, max_len]` ids right-padded with 0 plus `lengths [N]`;
     only `ids[i, :lengths[i]]` is read, and those ids must lie in `[1, vocab)`.
 
@@ -23,29 +25,33 @@ Conventions:
 `h` evaluated on the prefix alone and `h(empty) = 0`.
 
 Three exact methods compute `deletion_scores` (`METHODS`), and `"auto"` picks one
-(`resolve_method`: `"fast"` for `bki_tf.build_classifier`'s `"bilstm"` and `"lstm"`
+(`resolve_method`: `"fast"` for `bki_tf.build_classifier`'s `FAST_ARCHITECTURES`
 victims scored on their `hidden` output, `"generic"` for every other model):
 
   * `"simple"`: a `tf.function` that builds the deletion variants in-graph
     (gather + mask), runs the model's own `embedding` and `bilstm` layers on them and
     reduces; texts are bucketed by length and at most `batch_size` variants go
     through the model per call. It works for any layer configuration.
-  * `"fast"`: reimplements the BiLSTM from the model's weights and shares work
-    between variants. Deleting token `j` leaves the forward LSTM's state after
-    tokens `0..j-1` and the backward LSTM's state after tokens `l-1..j+1`
-    unchanged, so variant `j` only re-runs the forward LSTM over `j+1..l-1`, starting
-    from the original forward state, and the backward LSTM over `j-1..0`; the input
-    projections `W x_t + b` are computed once per text. That is `l (l - 1)`
-    single-direction LSTM steps (`8 H^2` FLOP each) per text instead of the
-    `2 l L` of running every variant in full (`L`: the padded length). The runs of
-    all variants ("jobs": a start state, a stretch of input projections, a length)
-    are packed best-fit-decreasing into `batch_size` lanes of a fixed number of
-    steps, so every compiled step is one dense `[2, R, H] x [2, H, 4H]` matmul with
-    no triangular waste (< 1% idle lanes on IMDB-like lengths); bucketed tile
-    shapes keep XLA from recompiling per text. Each call checks the reimplemented
-    BiLSTM against the model on one text before trusting it. A unidirectional
-    `LSTM` victim (`architecture="lstm"`) runs the same scanner with the forward
-    direction only. GRUs, stacked or pooled encoders have no fast path.
+  * `"fast"`: reimplements the recurrent encoder from the model's weights
+    (`bki_tf.bki.fast`) and shares work between variants. Deleting token `j` leaves
+    the forward RNN's state after tokens `0..j-1` and the backward RNN's state after
+    tokens `l-1..j+1` unchanged, so variant `j` only re-runs the forward RNN over
+    `j+1..l-1`, starting from the original forward state, and the backward RNN over
+    `j-1..0`; the input projections `W x_t + b` are computed once per text. That is
+    `l (l - 1)` single-direction RNN steps (`8 H^2` FLOP each for an LSTM, `6 H^2`
+    for a GRU) per text instead of the `2 l L` of running every variant in full
+    (`L`: the padded length). The runs of all variants ("jobs": a start state, a
+    stretch of input projections, a length) are packed best-fit-decreasing into
+    `batch_size` lanes of a fixed number of steps, so every compiled step is one
+    dense `[2, R, H] x [2, H, G H]` matmul with no triangular waste (< 1% idle lanes
+    on IMDB-like lengths); bucketed tile shapes keep XLA from recompiling per text.
+    It covers the BiLSTM and BiGRU victims (`"bilstm"`, `"bigru"`), their
+    unidirectional forms (`"lstm"`, `"gru"`: the forward direction only) and the
+    mean-pooled BiLSTM (`"bilstm_gap"`: every job also sums its outputs, and a
+    variant's mean is the first pass' outputs before the deleted token plus the
+    job's sum, over `l - 1`). Each call checks the reimplemented encoder against the
+    model on one text before trusting it. Stacked encoders (`"stacked_bilstm"`)
+    have no fast path.
   * `"generic"`: any functional or Sequential Keras model, through
     `bki_tf.bki.representation.representation_model(model, representation_layer,
     pool)`. Deletion always shortens the text: the `l` variants of length `l - 1` and
@@ -74,8 +80,9 @@ METHODS = ("fast", "simple", "generic")
 AUTO = "auto"
 # What a caller may pass as `method`: "auto" resolves to one of METHODS.
 METHOD_CHOICES = (AUTO, *METHODS)
-# `build_classifier` architectures that have the fast state-reusing scorer.
-FAST_ARCHITECTURES = ("bilstm", "lstm")
+# `build_classifier` architectures that have the fast state-reusing scorer
+# (`bki_tf.bki.fast.read_fast_weights`).
+FAST_ARCHITECTURES = ("bilstm", "lstm", "gru", "bigru", "bilstm_gap")
 KINDS = ("deletion", "prefix")
 DEFAULT_BATCH_SIZE = 512
 
@@ -91,7 +98,7 @@ def resolve_method(
     architecture (`models.architecture_of`, read from the model's name) scored on its
     `hidden` output without pooling: the paper's BiLSTM victims therefore get exactly
     the scores they got before `"auto"` existed. `"generic"` for everything else
-    (other architectures, other layers, any other Keras model).
+    (`"stacked_bilstm"`, other layers, any other Keras model).
     """
     if (
         models.architecture_of(model) in FAST_ARCHITECTURES
@@ -126,7 +133,7 @@ def deletion_scores(
       method: `"auto"` (`resolve_method`), `"fast"` (state reuse, XLA), `"simple"`
         (the BiLSTM victim's layers on in-graph deletion variants) or `"generic"`
         (any model, unpadded shortened texts). All are exact.
-      batch_size: Deletion variants evaluated side by side: per LSTM direction and
+      batch_size: Deletion variants evaluated side by side: per RNN direction and
         compiled step for `"fast"`, per model call otherwise. Bounds memory.
       progress: Optional callable, called with the number of texts finished so far
         after each batch.
@@ -159,10 +166,10 @@ def prefix_scores(
     """Local impact `||h(x_i[:j+1]) - h(x_i[:j])||_inf` of the refined BKI variant.
 
     `h(prefix)` is the model's hidden output on the prefix as a text of its own
-    (the backward LSTM therefore starts at the prefix's last token), `h(empty) = 0`.
-    `"fast"`: the forward half comes from one pass per text; the backward LSTM is
-    re-run for every prefix, packed as in the fast deletion scorer (`l (l - 1) / 2`
-    steps). `"generic"`: every prefix is run unpadded (see the module docstring).
+    (the backward RNN therefore starts at the prefix's last token), `h(empty) = 0`.
+    `"fast"`: the forward half comes from one pass per text (for `"bilstm_gap"`, the
+    running sums of its outputs); the backward RNN is re-run for every prefix,
+    packed as in the fast deletion scorer (`l (l - 1) / 2` steps). `"generic"`: every prefix is run unpadded (see the module docstring).
 
     Args:
       model: As in `deletion_scores`.
