@@ -22,8 +22,11 @@ Paper variant (`variant="paper"`, Algorithm 1)
 2. A dictionary maps word -> (count, mean). Texts are visited in order and, inside a
    text, its suspicious positions in selection order (score descending, position
    ascending). Every selected *position* is one update, as in Algorithm 1:
-   `count += 1; mean += (f - mean) / count`. A word selected at two positions of
-   one text therefore counts twice.
+   `count += 1; sum += f`, and `mean = sum / count`. A word selected at two positions
+   of one text therefore counts twice. The sum is kept exactly (fixed-point
+   integers, `fixed_point`) and the mean correctly rounded, so the dictionary does not
+   depend on the order or grouping of the updates: a distributed scan that merges
+   partial dictionaries gets the single-process one bit for bit.
 3. `g(k) = mean(k) * log10(count(k))`; the backdoor keyword is `argmax_k g(k)`.
    Ties go to the higher count, then to the lexicographically smaller word.
 4. Flagged texts are those whose suspicious words contain the keyword.
@@ -44,7 +47,7 @@ reimplementation of that logic over token scores, not a copy:
    exactly the authors' `delta1 + delta2`.
 3. Each text counts a key once: scores of a key selected at several positions of one
    text are averaged first, then the per-text value updates the dictionary with the
-   same running mean as above.
+   same exact mean as above.
 4. `g(k) = mean(k) * log10(count(k)) * log10(s / count(k))` with
    `s = round((alpha * N) ** 2)` (Python's `round`, as in the authors' code) and `N`
    the number of training texts. The count factor peaks at `count = sqrt(s) ~ alpha*N`:
@@ -102,7 +105,7 @@ class KeywordEntry:
       word: The word (paper variant) or n-gram with tokens joined by single spaces
         (refined variant).
       count: Number of updates: selected positions (paper) or texts (refined).
-      mean: Running mean of the scores of those updates.
+      mean: Mean of the scores of those updates (exact sum, correctly rounded).
       g: Ranking value, `mean * log10(count)` (paper) or
         `mean * log10(count) * log10(s / count)` (refined).
       label: Training label of the key (refined variant); `None` for the paper variant.
@@ -402,7 +405,7 @@ def identify_keyword(
         ]
 
     if variant == "paper":
-        return _paper(ids_list, score_list, vocabulary, p)
+        return _select("paper", ids_list, score_list, None, None, vocabulary, p, 1, 1, None, None)
 
     if label_arr is None or local_list is None:
         missing = [n for n, v in (("labels", label_arr), ("local_scores", local_list)) if v is None]
@@ -426,7 +429,8 @@ def identify_keyword(
             f"ranking needs s >= 1 (log10(s / count)). Raise alpha above "
             f"{math.sqrt(0.5) / num_texts:.3g}."
         )
-    return _refined(
+    return _select(
+        "refined",
         ids_list,
         score_list,
         local_list,
@@ -477,116 +481,208 @@ def _top_positions(values: np.ndarray, candidates: np.ndarray, p: int) -> np.nda
     return candidates[order[:p]]
 
 
-def _ranked(stats: dict, make_word, g_fn) -> list[tuple[KeywordEntry, Any]]:
-    """Dictionary entries with their keys, best first: g, count desc; word, label asc."""
-    ranked = []
-    for key, (count, mean) in stats.items():
-        word, label, n = make_word(key)
-        ranked.append((KeywordEntry(word, count, mean, g_fn(count, mean), label, n), key))
-    ranked.sort(
-        key=lambda item: (
-            -item[0].g,
-            -item[0].count,
-            item[0].word,
-            -1 if item[0].label is None else item[0].label,
+# ----------------------------------------------------------------------------------
+# The pieces of both variants, shared by `identify_keyword` and the distributed scan
+# (`bki_tf.runs.beam_scan`): per-text candidates, an exact mergeable dictionary
+# accumulator, the ranking and the flagging rule.
+
+# Every finite float64 is an integer multiple of 2**-1074, so `value * 2**1074` is an
+# exact Python integer and a dictionary entry's sum is exact in any order or grouping.
+_FIXED_POINT_BITS = 1074
+
+
+def fixed_point(value: float) -> int:
+    """`value * 2**1074` as an exact integer (any finite float64)."""
+    numerator, denominator = float(value).as_integer_ratio()
+    return numerator << (_FIXED_POINT_BITS + 1 - denominator.bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class TextCandidates:
+    """What one text contributes to the dictionary.
+
+    Attributes:
+      suspicious: Its selected `(word, score)` pairs (`KeywordResult.suspicious`).
+      updates: `(key, value)` dictionary updates: paper, one per selected position with
+        key the token id; refined, one per selected `(n-gram ids, label)` key with the
+        key's scores averaged inside the text.
+      keys: The distinct keys of `updates`: the text is flagged when it holds the
+        keyword's key.
+    """
+
+    suspicious: tuple[tuple[str, float], ...]
+    updates: tuple[tuple[Any, float], ...]
+    keys: frozenset
+
+
+def text_candidates(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    vocabulary: Sequence[str],
+    p: int,
+    variant: str = "paper",
+    local_scores: np.ndarray | None = None,
+    label: int | None = None,
+    min_ngram: int = 1,
+    max_ngram: int = 3,
+) -> TextCandidates:
+    """One text's suspicious words and dictionary updates (module docstring, step 1-3).
+
+    Inputs are validated by `identify_keyword`; `ids` int64, scores float64.
+    """
+    if variant == "paper":
+        candidates = np.flatnonzero((ids != _PAD_ID) & (ids != _OOV_ID))
+        top = _top_positions(scores, candidates, p)
+        # One update per selected position (Algorithm 1).
+        updates = tuple((int(ids[j]), float(scores[j])) for j in top)
+        return TextCandidates(
+            suspicious=tuple((vocabulary[ids[j]], float(scores[j])) for j in top),
+            updates=updates,
+            keys=frozenset(k for k, _ in updates),
         )
+    combined = scores + local_scores
+    valid = (ids != _PAD_ID) & (ids != _OOV_ID)
+    per_text: dict[tuple[int, ...], list[float]] = {}
+    chosen = []
+    for n in range(min_ngram, max_ngram + 1):
+        if ids.size < n:
+            break
+        windows_ok = np.lib.stride_tricks.sliding_window_view(valid, n).all(axis=1)
+        window_scores = np.lib.stride_tricks.sliding_window_view(combined, n).mean(axis=1)
+        for k in _top_positions(window_scores, np.flatnonzero(windows_ok), p):
+            gram = tuple(int(t) for t in ids[k : k + n])
+            value = float(window_scores[k])
+            per_text.setdefault(gram, []).append(value)
+            chosen.append((" ".join(vocabulary[t] for t in gram), value))
+    # Each text counts a key once, with its scores averaged inside the text.
+    updates = tuple(((gram, int(label)), float(np.mean(v))) for gram, v in per_text.items())
+    return TextCandidates(
+        suspicious=tuple(chosen), updates=updates, keys=frozenset(k for k, _ in updates)
     )
+
+
+def accumulate(stats: dict, updates) -> dict:
+    """Adds `(key, value)` updates to `stats`: key -> `(count, fixed-point sum)`."""
+    for key, value in updates:
+        count, total = stats.get(key, (0, 0))
+        stats[key] = (count + 1, total + fixed_point(value))
+    return stats
+
+
+def merge_stats(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Merges two `(count, fixed-point sum)` accumulators (exact, order-free)."""
+    return a[0] + b[0], a[1] + b[1]
+
+
+def exact_mean(count: int, total: int) -> float:
+    """The correctly rounded mean of an accumulator's values."""
+    return total / (count << _FIXED_POINT_BITS)
+
+
+def ranking_g(variant: str, count: int, mean: float, s: int | None = None) -> float:
+    """`g` of a dictionary entry (module docstring, step 3 / 4)."""
+    if variant == "paper":
+        return mean * math.log10(count)
+    return mean * math.log10(count) * math.log10(s / count)
+
+
+def make_entry(
+    variant: str, key, count: int, total: int, vocabulary: Sequence[str], s: int | None = None
+) -> KeywordEntry:
+    """The dictionary entry of one key from its accumulator."""
+    mean = exact_mean(count, total)
+    g = ranking_g(variant, count, mean, s)
+    if variant == "paper":
+        return KeywordEntry(vocabulary[key], count, mean, g, None, 1)
+    gram, label = key
+    return KeywordEntry(" ".join(vocabulary[t] for t in gram), count, mean, g, label, len(gram))
+
+
+def rank_key(entry: KeywordEntry) -> tuple:
+    """Sort key of entries, best first: g, count descending; word, label ascending."""
+    return (-entry.g, -entry.count, entry.word, -1 if entry.label is None else entry.label)
+
+
+def ranked_entries(
+    stats: dict, variant: str, vocabulary: Sequence[str], s: int | None = None
+) -> list[tuple[KeywordEntry, Any]]:
+    """Every dictionary entry with its key, best first (`rank_key`)."""
+    ranked = [
+        (make_entry(variant, key, count, total, vocabulary, s), key)
+        for key, (count, total) in stats.items()
+    ]
+    ranked.sort(key=lambda item: rank_key(item[0]))
     return ranked
 
 
-def _running_update(stats: dict, key, value: float) -> None:
-    count, mean = stats.get(key, (0, 0.0))
-    count += 1
-    stats[key] = (count, mean + (value - mean) / count)
-
-
-def _paper(ids_list, score_list, vocabulary, p) -> KeywordResult:
-    stats: dict[int, tuple[int, float]] = {}
-    selected: list[np.ndarray] = []
-    suspicious = []
-    for ids, f in zip(ids_list, score_list):
-        candidates = np.flatnonzero((ids != _PAD_ID) & (ids != _OOV_ID))
-        top = _top_positions(f, candidates, p)
-        selected.append(ids[top])
-        suspicious.append(tuple((vocabulary[ids[j]], float(f[j])) for j in top))
-        for j in top:  # One update per selected position (Algorithm 1).
-            _running_update(stats, int(ids[j]), float(f[j]))
-    if not stats:
-        raise ValueError(
-            "No candidate words: every text is empty or holds only padding/OOV tokens."
-        )
-    ranked = _ranked(
-        stats,
-        lambda key: (vocabulary[key], None, 1),
-        lambda count, mean: mean * math.log10(count),
-    )
-    entries = [entry for entry, _ in ranked]
-    best, best_id = ranked[0]
-    flagged = [i for i, words in enumerate(selected) if np.any(words == best_id)]
-    return KeywordResult(
-        variant="paper",
-        p=p,
-        keyword=best.word,
-        keyword_label=None,
-        entries=tuple(entries),
-        suspicious=tuple(suspicious),
-        flagged=np.asarray(flagged, dtype=np.int64),
-    )
-
-
-def _refined(
-    ids_list, score_list, local_list, labels, vocabulary, p, min_ngram, max_ngram, alpha, s
+def assemble_result(
+    variant: str,
+    p: int,
+    ranked: list[tuple[KeywordEntry, Any]],
+    suspicious: Sequence[tuple[tuple[str, float], ...]],
+    flagged: Sequence[int],
+    labels: np.ndarray | None = None,
+    min_ngram: int | None = None,
+    max_ngram: int | None = None,
+    alpha: float | None = None,
+    s: int | None = None,
 ) -> KeywordResult:
-    stats: dict[tuple[tuple[int, ...], int], tuple[int, float]] = {}
-    text_keys: list[set[tuple[int, ...]]] = []
-    suspicious = []
-    for ids, f, local, label in zip(ids_list, score_list, local_list, labels):
-        combined = f + local
-        valid = (ids != _PAD_ID) & (ids != _OOV_ID)
-        per_text: dict[tuple[int, ...], list[float]] = {}
-        chosen = []
-        for n in range(min_ngram, max_ngram + 1):
-            if ids.size < n:
-                break
-            windows_ok = np.lib.stride_tricks.sliding_window_view(valid, n).all(axis=1)
-            window_scores = np.lib.stride_tricks.sliding_window_view(combined, n).mean(axis=1)
-            for k in _top_positions(window_scores, np.flatnonzero(windows_ok), p):
-                gram = tuple(int(t) for t in ids[k : k + n])
-                value = float(window_scores[k])
-                per_text.setdefault(gram, []).append(value)
-                chosen.append((" ".join(vocabulary[t] for t in gram), value))
-        suspicious.append(tuple(chosen))
-        text_keys.append(set(per_text))
-        # Each text counts a key once, with its scores averaged inside the text.
-        for gram, values in per_text.items():
-            _running_update(stats, (gram, int(label)), float(np.mean(values)))
-    if not stats:
-        raise ValueError(
-            "No candidate n-grams: every text is empty or holds only padding/OOV tokens."
-        )
-    ranked = _ranked(
-        stats,
-        lambda key: (" ".join(vocabulary[t] for t in key[0]), key[1], len(key[0])),
-        lambda count, mean: mean * math.log10(count) * math.log10(s / count),
-    )
+    """The `KeywordResult` from the ranked dictionary, per-text words and flagged texts."""
     entries = [entry for entry, _ in ranked]
-    best, (best_gram, _) = ranked[0]
-    flagged = [
-        i
-        for i, (keys, label) in enumerate(zip(text_keys, labels))
-        if label == best.label and best_gram in keys
-    ]
+    best = entries[0]
+    refined = variant == "refined"
     return KeywordResult(
-        variant="refined",
+        variant=variant,
         p=p,
         keyword=best.word,
         keyword_label=best.label,
         entries=tuple(entries),
         suspicious=tuple(suspicious),
-        flagged=np.asarray(flagged, dtype=np.int64),
+        flagged=np.asarray(sorted(int(i) for i in flagged), dtype=np.int64),
+        labels=labels if refined else None,
+        max_ngram=max_ngram if refined else None,
+        min_ngram=min_ngram if refined else None,
+        alpha=alpha if refined else None,
+        s=s if refined else None,
+    )
+
+
+def _select(
+    variant, ids_list, score_list, local_list, labels, vocabulary, p, min_ngram, max_ngram, alpha, s
+) -> KeywordResult:
+    stats: dict = {}
+    texts = []
+    for i, (ids, f) in enumerate(zip(ids_list, score_list)):
+        text = text_candidates(
+            ids,
+            f,
+            vocabulary,
+            p,
+            variant,
+            None if local_list is None else local_list[i],
+            None if labels is None else int(labels[i]),
+            min_ngram,
+            max_ngram,
+        )
+        accumulate(stats, text.updates)
+        texts.append(text)
+    if not stats:
+        what = "words" if variant == "paper" else "n-grams"
+        raise ValueError(
+            f"No candidate {what}: every text is empty or holds only padding/OOV tokens."
+        )
+    ranked = ranked_entries(stats, variant, vocabulary, s)
+    best_key = ranked[0][1]
+    flagged = [i for i, text in enumerate(texts) if best_key in text.keys]
+    return assemble_result(
+        variant,
+        p,
+        ranked,
+        [t.suspicious for t in texts],
+        flagged,
         labels=labels,
-        max_ngram=max_ngram,
         min_ngram=min_ngram,
+        max_ngram=max_ngram,
         alpha=alpha,
         s=s,
     )

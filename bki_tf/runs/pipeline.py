@@ -20,7 +20,6 @@ classification systems by Backdoor Keyword Identification", Neurocomputing 452
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 from bki_tf import artifacts, detection, tokenization, training
 from bki_tf.bki import detector, keywords, representation, scoring
 from bki_tf.bki.detector import BKIConfig
-from bki_tf.runs import attack, external, sanitize
+from bki_tf.runs import attack, chunks, external, sanitize
 from bki_tf.runs import tensorboard as tb
 from bki_tf.runs import workdir as wd
 
@@ -39,7 +38,9 @@ VARIANTS = wd.VARIANTS
 METHODS = scoring.METHODS
 # Texts per checkpoint file of a scan (whole scorer units; the grouping does not
 # change any score).
-CHECKPOINT_TEXTS = 256
+CHECKPOINT_TEXTS = chunks.CHECKPOINT_TEXTS
+# What a scan writes into its folder.
+SCAN_OUTPUTS = (wd.SCAN_FILE, wd.SCAN_MD, wd.SCORES_FILE, wd.CHUNKS_DIR, wd.TENSORBOARD_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,12 +294,21 @@ def _write_tensorboard(logdir, run, result, ids, lengths, config: BKIConfig) -> 
     )
 
 
-def _run_scan(
-    workdir: str, config: BKIConfig, overwrite: bool, progress: bool, tensorboard: bool
-) -> ScanRecord:
-    start = time.time()
+def prepare_scan(workdir: str, config: BKIConfig, overwrite: bool, folder: str | None = None):
+    """Loads the subject and checks for a finished scan before scanning.
+
+    Returns:
+      The finished `ScanRecord` when `folder` (default: the variant's scan folder)
+      already holds this scan, else `(run, resolved config, victim identity, scan
+      identity, folder)` with the folder created (and cleared with `overwrite`).
+
+    Raises:
+      ValueError: When the folder holds a scan of another model or other settings
+        (without `overwrite`), or the training set is empty.
+    """
     names = wd.layout(config.variant)
-    folder = os.path.join(workdir, names.scan)
+    default_folder = os.path.join(workdir, names.scan)
+    folder = folder or default_folder
     run = load_subject(workdir)
     config = config.resolve(run.model)
     identity = victim_identity(run)
@@ -307,7 +317,9 @@ def _run_scan(
     if os.path.isfile(path) and not overwrite:
         existing = artifacts.read_json(path)
         if isinstance(existing, dict) and existing.get("config") == expected:
-            return read_scan(workdir, config.variant)
+            return artifacts.read_dataclass(
+                path, ScanRecord, f"rerun python -m experiments.scan --variant={config.variant}"
+            )
         stored = existing.get("config") if isinstance(existing, dict) else existing
         raise ValueError(
             f"{path!r} holds a scan of another model or with other settings ({stored}); "
@@ -316,10 +328,24 @@ def _run_scan(
     if len(run.train) == 0:
         raise ValueError(f"The training set in {workdir!r} is empty; nothing to scan.")
     if overwrite:
-        wd.clear_variant(workdir, config.variant)
+        if folder == default_folder:
+            wd.clear_variant(workdir, config.variant)
+        else:
+            wd.clear_outputs(folder, SCAN_OUTPUTS)
+    os.makedirs(folder, exist_ok=True)
+    return run, config, identity, expected, folder
+
+
+def _run_scan(
+    workdir: str, config: BKIConfig, overwrite: bool, progress: bool, tensorboard: bool
+) -> ScanRecord:
+    start = time.time()
+    prepared = prepare_scan(workdir, config, overwrite)
+    if isinstance(prepared, ScanRecord):
+        return prepared
+    run, config, identity, expected, folder = prepared
     ids, lengths = run.encode(run.train.texts)
     lengths = np.asarray(lengths, np.int64)
-    os.makedirs(folder, exist_ok=True)
     resumed = 0
     scores, source = _stored_deletion_scores(workdir, config, identity, lengths)
     if scores is None:
@@ -345,10 +371,50 @@ def _run_scan(
         local_scores=local,
         scan_seconds=scan_seconds,
     )
+    return write_scan(
+        workdir,
+        folder,
+        run,
+        config,
+        expected,
+        ids,
+        lengths,
+        result,
+        source=source,
+        deletion_seconds=deletion_seconds,
+        resumed=resumed,
+        tensorboard=tensorboard,
+        start=start,
+    )
+
+
+def write_scan(
+    workdir: str,
+    folder: str,
+    run,
+    config: BKIConfig,
+    expected: dict,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    result: detector.BKIResult,
+    source: str | None,
+    deletion_seconds: float,
+    resumed: int,
+    tensorboard: bool,
+    start: float,
+) -> ScanRecord:
+    """Writes a finished scan's `scores.npz`, `scan.md`, TensorBoard and `scan.json` (last).
+
+    Shared by the in-process scan and the Beam scan (`bki_tf.runs.beam_scan`), so both
+    write the same files; `scan.json` is written last and the checkpoints removed.
+    """
+    scores, local = result.scores, result.local_scores
+    scan_seconds = result.scan_seconds
+    path = os.path.join(folder, wd.SCAN_FILE)
     evaluation = result.evaluate(run.train.is_poisoned) if _has_ground_truth(run) else None
-    arrays = {"scores": _flat(scores), "lengths": lengths}
+    arrays = {"scores": chunks.flat(scores), "lengths": lengths}
     if local is not None:
-        arrays["local_scores"] = _flat(local)
+        arrays["local_scores"] = chunks.flat(local)
     with artifacts.atomic_path(os.path.join(folder, wd.SCORES_FILE), suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -391,24 +457,6 @@ def _run_scan(
     return record
 
 
-def _flat(scores) -> np.ndarray:
-    return np.concatenate(scores) if len(scores) else np.zeros(0, np.float32)
-
-
-def _groups(units: list[np.ndarray]) -> list[list[int]]:
-    """Consecutive scorer units, about `CHECKPOINT_TEXTS` texts per group."""
-    groups, current, size = [], [], 0
-    for k, unit in enumerate(units):
-        current.append(k)
-        size += len(unit)
-        if size >= CHECKPOINT_TEXTS:
-            groups.append(current)
-            current, size = [], 0
-    if current:
-        groups.append(current)
-    return groups
-
-
 def _checkpointed_scores(
     run: attack.AttackRun,
     ids: np.ndarray,
@@ -422,81 +470,42 @@ def _checkpointed_scores(
     """Scores of every text, resuming from and writing `chunks/<kind>-<group>.npz`.
 
     A checkpoint is used only when its plan (scan identity, method, batch size, text
-    lengths) equals this scan's, so a changed model or setting never mixes in.
+    lengths; `bki_tf.runs.chunks`) equals this scan's, so a changed model or setting
+    never mixes in.
     """
-    # The simple method has no local impacts; the refined variant's are then the fast ones.
-    method = "fast" if kind == "prefix" and config.method == "simple" else config.method
-    scorer = scoring.Scorer(
-        run.model,
-        kind,
-        method,
-        config.scan_batch_size,
-        representation_layer=config.representation_layer,
-        pool=config.pool,
-    )
-    units = scorer.units(lengths)
-    groups = _groups(units)
-    plan = hashlib.sha256(
-        repr(
-            (
-                sorted(identity.items()),
-                kind,
-                method,
-                config.scan_batch_size,
-                lengths.tolist(),
-                [u.tolist() for u in units],
-            )
-        ).encode()
-    ).hexdigest()
+    scorer = chunks.make_scorer(run.model, kind, config)
+    plan = chunks.score_plan(scorer, kind, config, identity, lengths, CHECKPOINT_TEXTS)
     chunk_dir = os.path.join(folder, wd.CHUNKS_DIR)
     os.makedirs(chunk_dir, exist_ok=True)
     results = [np.zeros([int(n)], np.float32) for n in lengths]
     resumed = 0
     todo = []  # Group indices still to score, in plan order.
-    for g, members in enumerate(groups):
-        stored = _read_chunk(os.path.join(chunk_dir, f"{kind}-{g:05d}.npz"), plan)
-        texts = np.concatenate([units[k] for k in members])
-        if stored is not None and np.array_equal(stored[0], texts):
-            for i, values in zip(texts, detector.split_flat(stored[1], lengths[texts])):
-                results[int(i)] = values
+    done = 0
+    for g, members in enumerate(plan.groups):
+        path = os.path.join(chunk_dir, plan.chunk_name(g))
+        stored = chunks.parse_chunk(path, plan, g) if os.path.isfile(path) else None
+        if stored is not None:
+            texts, values, _ = stored
+            for i, v in zip(texts, detector.split_flat(values, lengths[texts])):
+                results[int(i)] = v
             resumed += len(members)
+            done += len(texts)
         else:
             todo.append(g)
-    pending = set(todo)
-    done = sum(len(units[k]) for g in range(len(groups)) if g not in pending for k in groups[g])
     label = "BKI scan" if kind == "deletion" else "local impacts"
     bar = _Progress(int(np.sum(lengths > 0)), label, progress, initial=done)
     try:
         for g in todo:
-            texts, flat = [], []
-            for k in groups[g]:
-                values = scorer.score_unit(ids, lengths, k)
-                for i, v in zip(units[k], values):
-                    results[int(i)] = v
-                texts.append(units[k])
-                flat.extend(values)
-                bar.add(len(units[k]))
-            texts = np.concatenate(texts)
-            path = os.path.join(chunk_dir, f"{kind}-{g:05d}.npz")
+            texts, values, seconds = chunks.score_group(scorer, ids, lengths, plan, g, bar.add)
+            for i, v in zip(texts, values):
+                results[int(i)] = v
+            path = os.path.join(chunk_dir, plan.chunk_name(g))
             with artifacts.atomic_path(path, suffix=".npz") as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez(f, plan=np.asarray(plan), texts=texts, scores=_flat(flat))
+                    f.write(chunks.chunk_bytes(plan, texts, values, seconds))
     finally:
         bar.close()
     return results, resumed
-
-
-def _read_chunk(path: str, plan: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """A checkpoint's `(texts, flat scores)` if it belongs to `plan`, else None."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with np.load(path) as stored:
-            if str(stored["plan"]) != plan:
-                return None
-            return stored["texts"].astype(np.int64), stored["scores"].astype(np.float32)
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # A damaged checkpoint is recomputed, never trusted.
 
 
 def _stored_deletion_scores(
