@@ -39,5 +39,8 @@ setuptools.setup(
         # The Adversarial Robustness Toolbox's poison detectors, run beside ours
         # (bki_tf.baselines.art; python -m experiments.compare --art). Imported lazily.
         "art": ["adversarial-robustness-toolbox>=1.20,<2", "scikit-learn>=1.3"],
+        # The distributed scan (bki_tf.runs.beam_scan; python -m experiments.beam_scan).
+        # Plain apache-beam: its [tensorflow]/[tft] extras pin older TensorFlow or numpy.
+        "beam": ["apache-beam>=2.60"],
     },
 )

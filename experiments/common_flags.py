@@ -313,8 +313,16 @@ def one_line(error: BaseException) -> str:
     return f"error: {text}"
 
 
-def run(main: Callable[[list[str]], None], used: frozenset[str]) -> None:
-    """`app.run(main)` with one-line errors (see the module docstring)."""
+def run(
+    main: Callable[[list[str]], None],
+    used: frozenset[str],
+    flags_parser: Callable[[list[str]], list[str]] | None = None,
+) -> None:
+    """`app.run(main)` with one-line errors (see the module docstring).
+
+    `flags_parser` (optional) parses the command line instead of absl's default, e.g.
+    `parse_known` to leave other options (Beam's) to `main`.
+    """
     program = os.path.basename(sys.argv[0]) if sys.argv else "binary"
     program = f"experiments.{os.path.splitext(program)[0]}"
 
@@ -329,4 +337,12 @@ def run(main: Callable[[list[str]], None], used: frozenset[str]) -> None:
             print(one_line(e), file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded)
+    if flags_parser is None:
+        app.run(guarded)
+    else:
+        app.run(guarded, flags_parser=flags_parser)
+
+
+def parse_known(argv: list[str]) -> list[str]:
+    """Parses this binary's flags and returns `[program, *the other arguments]`."""
+    return flags.FLAGS(argv, known_only=True)
