@@ -32,7 +32,10 @@ _KEYS = (
 def _check_result(result):
     for key in _KEYS:
         assert key in result, key
-    assert set(result["texts_per_s"]) == {*benchmarking.METHODS, "generic"}
+    assert set(result["texts_per_s"]) == {*benchmarking.METHODS, "generic", "prefix_fast"}
+    # Local impacts: half the deletion floor, a positive share of it reached.
+    assert result["prefix_floor_gflop"] == pytest.approx(result["floor_gflop"] / 2)
+    assert 0 < result["prefix_floor_fraction"] and result["prefix_floor_fraction_cpu_time"] > 0
     assert result["max_abs_diff"]["fast_vs_generic"] <= benchmarking.SCORE_TOLERANCE
     assert result["speedup_vs_generic"] > 0
     assert all(rate > 0 for rate in result["texts_per_s"].values())

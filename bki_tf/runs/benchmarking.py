@@ -160,6 +160,10 @@ class BenchmarkResult:
     state_convergence: dict | None = None
     scaling: dict | None = None
     speedup_vs_generic: float | None = None  # Absent from results written before it.
+    # The refined variant's local impacts (fast method), against their own floor.
+    prefix_floor_gflop: float | None = None
+    prefix_floor_fraction: float | None = None
+    prefix_floor_fraction_cpu_time: float | None = None
 
     def __post_init__(self):
         missing = [m for m in METHODS if m not in self.texts_per_s]
@@ -186,6 +190,15 @@ class BenchmarkResult:
                 f"floor at peak {self.matmul_peak_gflops:.0f} GFLOP/s "
                 f"({100 * self.floor_fraction_cpu_time:.0f}% per CPU-second, "
                 f"{self.cores_used['fast']:.1f} cores used)",
+                *(
+                    []
+                    if self.prefix_floor_fraction is None
+                    else [
+                        f"local impacts {self.texts_per_s['prefix_fast']:.3g} texts/s = "
+                        f"{100 * self.prefix_floor_fraction:.0f}% of their floor "
+                        f"({100 * self.prefix_floor_fraction_cpu_time:.0f}% per CPU-second)"
+                    ]
+                ),
                 f"authors {self.authors_gflops:.0f} GFLOP/s, so at most "
                 f"{self.speedup_bound_at_peak:.1f}x over it at the floor and peak",
                 f"max |diff| {max(self.max_abs_diff.values()):.2g}"
@@ -333,6 +346,15 @@ def run_benchmark(
     )
     log(f"generic {seconds['generic']:.2f} s for {len(ids)} texts")
 
+    def prefix(i, n):
+        return scoring.prefix_scores(model, i, n, config.scan_batch_size, method="fast")
+
+    prefix(ids, lengths)  # Warm-up: compiles the backward re-runs' tile shapes.
+    seconds["prefix_fast"], cores_used["prefix_fast"] = _median_seconds(
+        lambda: prefix(ids, lengths), config.repeats
+    )
+    log(f"local impacts (fast) {seconds['prefix_fast']:.2f} s for {len(ids)} texts")
+
     subset = _spread_subset(lengths, config.authors_texts)
     authors_deletion_scores(model, ids[subset[:1]], lengths[subset[:1]])  # Warm-up.
     authors_seconds, cores_used["authors"] = _median_seconds(
@@ -358,6 +380,7 @@ def run_benchmark(
         "simple": len(ids) / seconds["simple"],
         "fast": len(ids) / seconds["fast"],
         "generic": len(ids) / seconds["generic"],
+        "prefix_fast": len(ids) / seconds["prefix_fast"],
     }
     seconds["authors_subset"] = authors_seconds
     seconds["fast_subset"] = fast_subset_seconds
@@ -367,6 +390,13 @@ def run_benchmark(
     # time-sharing the cores (not to their cache pollution).
     fast_cpu_seconds = seconds["fast"] * cores_used["fast"]
     floor_fraction_cpu_time = floor_gflop / (peak / (os.cpu_count() or 1)) / fast_cpu_seconds
+    # Local impacts re-run the backward LSTM over every prefix: l (l - 1) / 2 steps.
+    prefix_floor_gflop = floor_gflop / 2
+    prefix_floor_fraction = prefix_floor_gflop / peak / seconds["prefix_fast"]
+    prefix_cpu_seconds = seconds["prefix_fast"] * cores_used["prefix_fast"]
+    prefix_floor_fraction_cpu_time = (
+        prefix_floor_gflop / (peak / (os.cpu_count() or 1)) / prefix_cpu_seconds
+    )
     imdb_mean_steps = _imdb_mean_steps(config)
     max_abs_diff = {
         "fast_vs_authors": _max_abs_diff([fast_scores[i] for i in subset], authors_scores),
@@ -395,6 +425,9 @@ def run_benchmark(
         speedup_vs_authors_same_texts=authors_seconds / fast_subset_seconds,
         speedup_vs_simple=texts_per_s["fast"] / texts_per_s["simple"],
         speedup_vs_generic=texts_per_s["fast"] / texts_per_s["generic"],
+        prefix_floor_gflop=prefix_floor_gflop,
+        prefix_floor_fraction=prefix_floor_fraction,
+        prefix_floor_fraction_cpu_time=prefix_floor_fraction_cpu_time,
         matmul_peak_gflops=peak,
         matmul_peak_samples_gflops=peak_samples,
         floor_gflop=floor_gflop,
@@ -438,6 +471,9 @@ def run_benchmark(
             "state at the same position; tolerance 0 (bit-identical) is the only exact one; "
             "random_model on an evenly spread subset of the texts, trained_model on the "
             "first training texts of convergence_run.",
+            "prefix_fast: the refined variant's local impacts (scoring.prefix_scores, fast); "
+            "their floor is half the deletion floor (the backward LSTM re-run over every "
+            "prefix, l (l-1) / 2 steps; the forward half comes from the first pass).",
             "projected_imdb_10k_minutes: 10,000 texts with the mean l(l-1) of IMDB-like "
             "lengths cut to max_len, at the fast scorer's measured GFLOP/s; "
             "projected_10k_minutes_these_texts: 10,000 / fast texts_per_s.",
