@@ -79,6 +79,17 @@ def build_model(texts: list[str], config: ExampleConfig, num_classes: int) -> ke
     return model
 
 
+def one_line(texts: list[str]) -> list[str]:
+    """Every run of whitespace, of any kind, becomes one space.
+
+    Keras saves a `TextVectorization` vocabulary one token per line, and splits only on
+    ASCII whitespace: a token holding a Unicode line break (U+0085 occurs in IMDB
+    reviews) is written as a line break and the saved model no longer loads ("repeated
+    term ''"). Python's `str.split()` splits on those too.
+    """
+    return [" ".join(text.split()) for text in texts]
+
+
 def _predict(model: keras.Model, texts: list[str]) -> np.ndarray:
     return np.argmax(model.predict(tf.constant(texts), batch_size=256, verbose=0), axis=1)
 
@@ -98,7 +109,8 @@ def run(config: ExampleConfig) -> dict:
     attack = bki_tf.PoisonConfig(
         config.trigger, target, config.poison_rate, max_len=config.max_len, seed=config.seed
     )
-    train = bki_tf.poison_dataset(data.train_texts, data.train_labels, attack, data.num_classes)
+    train_texts, test_texts = one_line(data.train_texts), one_line(data.test_texts)
+    train = bki_tf.poison_dataset(train_texts, data.train_labels, attack, data.num_classes)
     with gzip.open(
         os.path.join(config.output_dir, TRAIN_FILE), "wt", encoding="utf-8", newline=""
     ) as f:
@@ -119,8 +131,8 @@ def run(config: ExampleConfig) -> dict:
     model.save(model_path)
     model = keras.saving.load_model(model_path, safe_mode=True)
 
-    accuracy = float(np.mean(_predict(model, data.test_texts) == data.test_labels))
-    triggered, _, _ = bki_tf.triggered_test_set(data.test_texts, data.test_labels, attack)
+    accuracy = float(np.mean(_predict(model, test_texts) == data.test_labels))
+    triggered, _, _ = bki_tf.triggered_test_set(test_texts, data.test_labels, attack)
     asr = float(np.mean(_predict(model, triggered) == target))
 
     start = time.time()

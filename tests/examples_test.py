@@ -145,3 +145,16 @@ def test_flags_mirror_the_config():
     assert example.config_from_flags(flag_values) == dataclasses.replace(
         example.ExampleConfig(), train_size=16, poison_rate=0.2, data_dir="/d"
     )
+
+
+def test_unicode_line_breaks_do_not_break_the_saved_vocabulary(tmp_path, dataset_folder_writer):
+    # U+0085 (NEL) occurs in real IMDB reviews; Keras would save it as a vocabulary line
+    # break and refuse to load the model ("repeated term ''").
+    texts = ["good film \x85 fine", "bad film\u2028awful", "good great\x85", "bad\x0cbad worst"]
+    rows = [(t, i % 2) for i, t in enumerate(texts * 6)]
+    assert example.one_line(["a\x85b  c\u2029d"]) == ["a b c d"]
+    folder = dataset_folder_writer(str(tmp_path / "data"), rows, rows[:8])
+    config = _tiny_config(folder, str(tmp_path / "out"), train_size=12, test_size=4)
+    with contextlib.redirect_stdout(io.StringIO()):
+        record = example.run(config)  # Saves, reloads with safe_mode and scans.
+    assert record["keyword"]
