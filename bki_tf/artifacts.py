@@ -37,6 +37,9 @@ TRAIN_COLUMNS = (
     "source_id",
 )
 
+# Which of several triggers a poisoned row holds (`PoisonedDataset.trigger_ids`).
+TRIGGER_ID_COLUMN = "trigger_id"
+
 
 class CorruptFileError(ValueError):
     """A run file exists but cannot be read back."""
@@ -239,12 +242,15 @@ def read_training_set(path: str) -> tuple[np.ndarray, poisoning.PoisonedDataset]
         positions=col("trigger_position"),
         original_labels=col("original_label"),
         source_ids=col("source_id"),
+        # Written only for several triggers (absent: trigger 0 in every poisoned row).
+        trigger_ids=col(TRIGGER_ID_COLUMN) if rows and TRIGGER_ID_COLUMN in rows[0] else None,
     )
     return col("id"), data
 
 
 def write_training_subset(path: str, ids: np.ndarray, data: poisoning.PoisonedDataset) -> None:
     """Writes rows of a training set keeping their original row ids."""
+    several = bool(np.any(data.trigger_ids > 0))
     rows = (
         (
             int(ids[i]),
@@ -254,10 +260,11 @@ def write_training_subset(path: str, ids: np.ndarray, data: poisoning.PoisonedDa
             int(data.positions[i]),
             int(data.original_labels[i]),
             int(data.source_ids[i]),
+            *((int(data.trigger_ids[i]),) if several else ()),
         )
         for i in range(len(data))
     )
-    _write_csv_gz(path, TRAIN_COLUMNS, rows)
+    _write_csv_gz(path, TRAIN_COLUMNS + ((TRIGGER_ID_COLUMN,) if several else ()), rows)
 
 
 def write_labelled_texts(path: str, texts: Sequence[str], labels: np.ndarray) -> None:

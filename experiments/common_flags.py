@@ -180,13 +180,34 @@ flags.DEFINE_enum(
     "The victim's encoder: bilstm (the paper's), lstm, gru, bigru, stacked_bilstm, or "
     "bilstm_gap (global average pooling over the BiLSTM's outputs).",
 )
+flags.DEFINE_enum(
+    "trigger_position",
+    _A.trigger_position,
+    list(poisoning.POSITIONS),
+    "Where poisoned training texts get the trigger: random (the paper's), start or end. "
+    "The ASR always inserts it at random positions.",
+)
+flags.DEFINE_integer(
+    "trigger_variants",
+    _A.trigger_variants,
+    "Dynamic pattern: poison with this many patterns of the trigger's words (orderings of "
+    "subsets of at least half of them, the sentence itself first); 0: the trigger only.",
+    lower_bound=0,
+)
+flags.DEFINE_bool(
+    "asr_by_position",
+    _A.asr_by_position,
+    "Also measure the ASR with the trigger at each decile of the text (and, with "
+    "--trigger_variants, on patterns never seen in training).",
+)
 
 ATTACK = (
     "profile", "dataset", "source", "data_dir", "glove", "glove_dim", "trigger", "target", "poison_rate", "mode",
     "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
     "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
     "embedding_dim", "lstm_units", "dense_units", "architecture", "text_column", "label_column",
-    "train_split", "test_split", "test_fraction", "balance",
+    "train_split", "test_split", "test_fraction", "balance", "trigger_position",
+    "trigger_variants", "asr_by_position",
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------

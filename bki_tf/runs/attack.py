@@ -112,6 +112,18 @@ class AttackConfig:
       glove_dim: Dimension of the `auto` GloVe vectors (the paper used 100).
       architecture: The victim's encoder (`bki_tf.models.ARCHITECTURES`); `bilstm`
         is the paper's.
+      trigger_position: Where poisoned texts get the trigger: `random` (the paper's),
+        `start` or `end` (`bki_tf.poisoning.POSITIONS`). The ASR always inserts it at
+        random positions.
+      trigger_variants: Dynamic pattern: poison with this many patterns of the trigger's
+        words (`bki_tf.poisoning.trigger_patterns`); 0 inserts the trigger itself.
+      asr_by_position: Also measure the ASR with the trigger at each decile of the text
+        (and, with `trigger_variants`, on patterns never seen in training).
+
+    `trigger` may hold several triggers separated by `|`: three sentences
+    (multi-trigger) or rare tokens such as `cf|mn|bb|tq`; the poisoned texts are split
+    evenly between them, and the triggered test set holds every non-target test text
+    once per trigger (in trigger order; `AttackResult.asr_per_trigger`).
     """
 
     dataset: str
@@ -145,6 +157,9 @@ class AttackConfig:
     test_split: str | None = None
     test_fraction: float = 0.2
     balance: bool | None = None
+    trigger_position: str = "random"
+    trigger_variants: int = 0
+    asr_by_position: bool = False
 
     def __post_init__(self):
         self.dataset_spec()  # Validates the dataset, source, columns, splits and sizes.
@@ -178,7 +193,17 @@ class AttackConfig:
             raise ValueError(f"vocab_size must be >= 3, got {self.vocab_size}.")
         if self.max_len is not None and self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}.")
-        n_trig = len(tokenization.tokenize(self.trigger))
+        if self.trigger_position not in poisoning.POSITIONS:
+            raise ValueError(
+                f"Unknown trigger_position {self.trigger_position!r}; choose one of "
+                f"{poisoning.POSITIONS}."
+            )
+        if isinstance(self.trigger_variants, bool) or int(self.trigger_variants) < 0:
+            raise ValueError(
+                f"trigger_variants must be an integer >= 0, got {self.trigger_variants!r}."
+            )
+        parts = self.trigger.split(poisoning.TRIGGER_SEPARATOR)
+        n_trig = max(len(tokenization.tokenize(t)) for t in parts)
         if self.max_len is not None and n_trig > self.max_len:
             raise ValueError(
                 f"Trigger {self.trigger!r} has {n_trig} tokens, more than max_len={self.max_len}; "
@@ -321,6 +346,12 @@ class AttackResult:
       dataset_name: The real dataset's name (`TextDataset.name`: a preset, a local
         folder or file stem, a TFDS name); None in runs written before it existed.
       class_names: Class names; label `i` is `class_names[i]`.
+      asr_per_trigger: With several `|`-separated triggers, each one's ASR (in order).
+      asr_by_decile: With `asr_by_position`, the ASR with the trigger at each decile
+        of the text (0: the start).
+      asr_unseen_variants: With `trigger_variants` and `asr_by_position`, the ASR on
+        patterns never used in training (`poisoning.heldout_patterns`).
+      unseen_variants: Those patterns.
     """
 
     clean_accuracy: float
@@ -340,6 +371,10 @@ class AttackResult:
     glove_sha256: str | None = None
     dataset_name: str | None = None
     class_names: list | None = None
+    asr_per_trigger: list | None = None
+    asr_by_decile: list | None = None
+    asr_unseen_variants: float | None = None
+    unseen_variants: list | None = None
 
     def __post_init__(self):
         if self.num_poisoned > self.num_train:
@@ -387,6 +422,9 @@ _ADDED_KEYS = {
     "test_split": None,
     "test_fraction": 0.2,
     "balance": None,
+    "trigger_position": "random",
+    "trigger_variants": 0,
+    "asr_by_position": False,
 }
 
 
@@ -505,13 +543,20 @@ def run_attack(
         mode=config.mode,
         max_len=config.max_len,
         seed=config.seed,
+        position=config.trigger_position,
+        variants=config.trigger_variants,
     )
     poisoned = poisoning.poison_dataset(
         dataset.train_texts, dataset.train_labels, poison_cfg, dataset.num_classes
     )
-    trig_texts, trig_labels, _ = poisoning.triggered_test_set(
-        dataset.test_texts, dataset.test_labels, poison_cfg
-    )
+    trig_texts, trig_labels = [], []
+    for trigger in poison_cfg.triggers:  # One block of the test set per trigger.
+        texts, labels, _ = poisoning.triggered_test_set(
+            dataset.test_texts, dataset.test_labels, poison_cfg, trigger
+        )
+        trig_texts += texts
+        trig_labels.append(labels)
+    trig_labels = np.concatenate(trig_labels)
     vectorizer = tokenization.build_vectorizer(poisoned.texts, config.vocab_size, config.max_len)
     vocabulary = vectorizer.get_vocabulary()
     matrix, coverage, glove_sha = None, None, None
@@ -525,13 +570,41 @@ def run_attack(
         check_workdir(workdir, config.to_dict(), overwrite)
         return _write_run(
             config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
-            vectorizer, vocabulary, matrix, coverage, glove_sha,
+            vectorizer, vocabulary, matrix, coverage, glove_sha, poison_cfg,
         )  # fmt: skip
+
+
+def _position_metrics(model, vectorizer, dataset, poison_cfg, target, config) -> dict:
+    """ASR per trigger, per position decile and on unseen variants (as configured)."""
+    out = {}
+
+    def asr(texts):
+        ids, _ = tokenization.encode(vectorizer, texts)
+        return training.attack_success_rate(model, ids, target)
+
+    test = (dataset.test_texts, dataset.test_labels, poison_cfg)
+    if len(poison_cfg.triggers) > 1:
+        out["asr_per_trigger"] = [
+            asr(poisoning.triggered_test_set(*test, t)[0]) for t in poison_cfg.triggers
+        ]
+    if config.asr_by_position:
+        out["asr_by_decile"] = [
+            asr(poisoning.triggered_test_set(*test, decile=d)[0]) for d in range(10)
+        ]
+        if config.trigger_variants:
+            unseen = poisoning.heldout_patterns(
+                poison_cfg.triggers[0], 5, config.seed, config.trigger_variants
+            )
+            if unseen:
+                texts = [t for u in unseen for t in poisoning.triggered_test_set(*test, u)[0]]
+                out["asr_unseen_variants"] = asr(texts)
+                out["unseen_variants"] = unseen
+    return out
 
 
 def _write_run(
     config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
-    vectorizer, vocabulary, matrix, coverage, glove_sha,
+    vectorizer, vocabulary, matrix, coverage, glove_sha, poison_cfg,
 ) -> AttackResult:  # fmt: skip
     # A new or replaced run: nothing derived from an older one may survive beside it.
     wd.clear_outputs(workdir)
@@ -580,6 +653,7 @@ def _write_run(
         glove_sha256=glove_sha,
         dataset_name=dataset.name,
         class_names=list(dataset.class_names),
+        **_position_metrics(model, vectorizer, dataset, poison_cfg, target, config),
     )
     artifacts.write_json(os.path.join(workdir, wd.METRICS_FILE), result.to_dict())
     return result
