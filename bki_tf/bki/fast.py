@@ -590,6 +590,9 @@ class FastScanner:
         self._model = model
         self._weights = weights
         self._lanes = int(batch_size)
+        # Local impacts re-run one direction (the backward one): twice the lanes give
+        # its tiles the matmul width of the deletion scan's two directions.
+        self._prefix_lanes = self._lanes * weights.directions
         cell = weights.cell
         self._embeddings = tf.constant(weights.embeddings)
         self._kernel = tf.constant(halve_sigmoid_gates(weights.kernel, cell))
@@ -719,7 +722,8 @@ class FastScanner:
         else:
             out = states_h  # Rows of un-run jobs (the full prefix) hold the first pass.
             recurrent, recurrent_bias = self._recurrent_backward, self._recurrent_bias_backward
-        for tile in _pack_tiles(jobs, steps, self._lanes, scratch_row=zero_row):
+        lanes = self._lanes if kind == "deletion" else self._prefix_lanes
+        for tile in _pack_tiles(jobs, steps, lanes, scratch_row=zero_row):
             out = self._run_tile(recurrent, recurrent_bias, inputs, states, out, *tile)
         if kind == "deletion":
             # f_j = max(|h_fwd - h_fwd(variant j)|, |h_bwd - h_bwd(variant j)|); the
@@ -773,7 +777,8 @@ class FastScanner:
             recurrent, recurrent_bias = self._recurrent_backward, self._recurrent_bias_backward
         if kind == "deletion" or directions == 2:
             jobs = _make_jobs(kind, chunk_lengths, base, stride, zero_row)
-            for tile in _pack_tiles(jobs, steps, self._lanes, scratch_row=zero_row):
+            lanes = self._lanes if kind == "deletion" else self._prefix_lanes
+            for tile in _pack_tiles(jobs, steps, lanes, scratch_row=zero_row):
                 out = self._run_tile(recurrent, recurrent_bias, inputs, states, out, *tile)
 
         def mean(table, rows, count):
