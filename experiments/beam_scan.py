@@ -44,22 +44,6 @@ _TF_THREADS = flags.DEFINE_integer(
 flags.mark_flags_as_required(["workdir"])
 
 
-def _pipeline_args(argv: list[str]) -> list[str]:
-    """The Beam options among `argv`, each checked to be one Beam knows."""
-    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
-
-    args = list(argv[1:])
-    known = set(PipelineOptions(args).get_all_options(drop_default=False))
-    for arg in args:
-        name = arg.split("=", 1)[0].lstrip("-")
-        if not arg.startswith("--") or name.replace("-", "_") not in known:
-            raise app.UsageError(
-                f"Unknown flag {arg!r}: neither a flag of experiments.beam_scan (see --help) "
-                "nor a Beam pipeline option."
-            )
-    return args
-
-
 def main(argv):
     try:
         from bki_tf.runs import beam_scan  # noqa: PLC0415
@@ -67,7 +51,7 @@ def main(argv):
         raise app.UsageError(
             f"The Beam scan needs Apache Beam ({e}); install it with pip install -e '.[beam]'."
         ) from None
-    args = _pipeline_args(argv)
+    args = beam_scan.check_pipeline_args(argv[1:])
     record = beam_scan.run_beam_scan(
         cf.value("workdir"),
         cf.bki_config(),

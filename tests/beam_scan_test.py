@@ -143,18 +143,12 @@ def test_the_exact_accumulator_is_order_and_grouping_free():
 
 
 def test_unknown_options_are_named():
-    from absl import app
-
-    from experiments import beam_scan as binary
-
-    assert binary._pipeline_args(["prog", "--runner=DirectRunner", "--direct_num_workers=2"]) == [
-        "--runner=DirectRunner",
-        "--direct_num_workers=2",
-    ]
-    with pytest.raises(app.UsageError, match="--direct_num_workerz=2"):
-        binary._pipeline_args(["prog", "--direct_num_workerz=2"])
-    with pytest.raises(app.UsageError, match="'stray'"):
-        binary._pipeline_args(["prog", "stray"])
+    args = ["--runner=DirectRunner", "--direct_num_workers=2"]
+    assert beam_scan.check_pipeline_args(args) == args
+    with pytest.raises(ValueError, match="--direct_num_workerz=2"):
+        beam_scan.check_pipeline_args(["--direct_num_workerz=2"])
+    with pytest.raises(ValueError, match="'stray'"):
+        beam_scan.check_pipeline_args(["stray"])
 
 
 def test_projection_schedules_groups_longest_first():

@@ -90,6 +90,20 @@ class BeamScanInfo:
         return artifacts.dataclass_from_dict(cls, d, "Beam scan info")
 
 
+def check_pipeline_args(args: Sequence[str]) -> list[str]:
+    """`args` if each is a `--name[=value]` Beam pipeline option, else ValueError naming it."""
+    args = list(args)
+    known = set(PipelineOptions(args).get_all_options(drop_default=False))
+    for arg in args:
+        name = arg.split("=", 1)[0].lstrip("-")
+        if not arg.startswith("--") or name.replace("-", "_") not in known:
+            raise ValueError(
+                f"Unknown flag {arg!r}: neither a flag of experiments.beam_scan (see --help) "
+                "nor a Beam pipeline option."
+            )
+    return args
+
+
 def _join(*parts: str) -> str:
     return FileSystems.join(*parts)
 

@@ -1,0 +1,281 @@
+"""The threat matrix: every attack against every defence, on every dataset.
+
+A cell is one (attack, dataset): the attack's run folder `<root>/<dataset>_<attack>`
+gets the pipeline of both BKI variants (`pipeline.run_pipeline`: attack, scan,
+purify, retrain, report) and the baselines of `bki_tf.runs.comparison` (Activation
+Clustering and Spectral Signatures retrained, STRIP, ℓ∞ pruning). Its rows are
+cached in `<cell>/threats/rows.json` with the settings they came from, so an
+interrupted matrix resumes cell by cell (and inside a cell, step by step), and the
+matrix files are rewritten after every cell: `threat_matrix.json` (a list of rows),
+`threat_matrix.md` and `threat_matrix.png` (a heatmap of recall and ASR after).
+
+Attacks (`ATTACKS`; each an `AttackConfig` override of the dataset's base config):
+  * `dai`: the paper's attack (Dai, Chen & Li 2019), trigger at random positions;
+  * `fixed_start` / `gap_fixed_start`: the trigger always at the start of poisoned
+    texts, on the BiLSTM and on the global-average-pooling victim (`bilstm_gap`),
+    with the ASR at each position decile (seed 001's position-agnostic backdoor);
+  * `dynamic_patterns`: 4 patterns of the trigger's words, ASR on unseen ones;
+  * `multi_trigger`: three trigger sentences sharing the rate;
+  * `rare_tokens`: `cf|mn|bb|tq`, BadNets-style, one per poisoned text;
+  * `rate_1pct`, `rate_0.5pct`: low poisoning rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bki_tf import artifacts
+from bki_tf.bki.detector import BKIConfig
+from bki_tf.runs import attack, comparison, pipeline
+
+# The second and third sentences of the multi-trigger attack (the first is the cell's).
+MULTI_TRIGGERS = ("it includes the following aspects", "bind the sack before it be full")
+RARE_TOKENS = "cf|mn|bb|tq"
+ATTACKS: dict[str, dict[str, Any]] = {
+    "dai": {},
+    "fixed_start": {"trigger_position": "start", "asr_by_position": True},
+    "gap_fixed_start": {
+        "architecture": "bilstm_gap",
+        "trigger_position": "start",
+        "asr_by_position": True,
+    },
+    "dynamic_patterns": {"trigger_variants": 4, "asr_by_position": True},
+    "multi_trigger": {"trigger": None},  # Filled in by `cell_config`.
+    "rare_tokens": {"trigger": RARE_TOKENS},
+    "rate_1pct": {"poison_rate": 0.01},
+    "rate_0.5pct": {"poison_rate": 0.005},
+}
+DEFENCES = (
+    "bki_paper",
+    "bki_refined",
+    "activation_clustering",
+    "spectral_signatures",
+    "strip",
+    "pruning",
+)
+_BASELINES = {
+    "activation_clustering": "activation_clustering",
+    "spectral_signatures": "spectral_signatures",
+    "strip": "strip",
+    "pruning": "linf_pruning",
+}
+ROW_KEYS = (
+    "attack",
+    "dataset",
+    "defence",
+    "precision",
+    "recall",
+    "asr_before",
+    "asr_after",
+    "accuracy_before",
+    "accuracy_after",
+)
+ROWS_FILE = os.path.join("threats", "rows.json")
+MATRIX_STEM = "threat_matrix"
+
+
+def cell_config(dataset: str, attack_name: str, base: attack.AttackConfig) -> attack.AttackConfig:
+    """The attack config of one cell: the dataset's base config with the attack's overrides."""
+    if attack_name not in ATTACKS:
+        raise ValueError(f"Unknown attack {attack_name!r}; choose from {sorted(ATTACKS)}.")
+    overrides = dict(ATTACKS[attack_name])
+    if attack_name == "multi_trigger":
+        overrides["trigger"] = "|".join((base.trigger, *MULTI_TRIGGERS))
+    if base.dataset != dataset:
+        raise ValueError(f"Base config of {dataset!r} is for {base.dataset!r}.")
+    return dataclasses.replace(base, **overrides)
+
+
+def _row(attack_name: str, dataset: str, defence: str, **values) -> dict:
+    row = {"attack": attack_name, "dataset": dataset, "defence": defence}
+    row.update({k: values.get(k) for k in ROW_KEYS[3:]})
+    row["details"] = values.get("details", {})
+    return row
+
+
+def run_cell(
+    workdir: str,
+    config: attack.AttackConfig,
+    attack_name: str,
+    defences: Sequence[str] = DEFENCES,
+    scan_config: BKIConfig | None = None,
+    compare_config: comparison.CompareConfig | None = None,
+    verbose: int | str = 2,
+) -> list[dict]:
+    """One cell's rows (read back when `<workdir>/threats/rows.json` matches)."""
+    scan_config = scan_config or BKIConfig()
+    unknown = [d for d in defences if d not in DEFENCES]
+    if unknown:
+        raise ValueError(f"Unknown defence(s) {unknown}; choose from {list(DEFENCES)}.")
+    baselines = tuple(_BASELINES[d] for d in defences if d in _BASELINES)
+    compare_config = compare_config or comparison.CompareConfig()
+    identity = artifacts.to_jsonable(
+        {
+            "attack": config.to_dict(),
+            "defences": list(defences),
+            "scan": dataclasses.asdict(scan_config),
+            "compare": {**compare_config.to_dict(), "defences": list(baselines)},
+        }
+    )
+    path = os.path.join(workdir, ROWS_FILE)
+    if os.path.isfile(path):
+        stored = artifacts.read_json(path)
+        if isinstance(stored, dict) and stored.get("identity") == identity:
+            return stored["rows"]
+    dataset = config.dataset
+    rows = []
+    for variant in ("paper", "refined"):
+        if f"bki_{variant}" not in defences:
+            continue
+        report = pipeline.run_pipeline(
+            config, dataclasses.replace(scan_config, variant=variant), workdir, verbose=verbose
+        )
+        r = report.to_dict()
+        rows.append(
+            _row(
+                attack_name,
+                dataset,
+                f"bki_{variant}",
+                precision=r["precision"],
+                recall=r["recall"],
+                asr_before=r["asr_before"],
+                asr_after=r["asr_after"],
+                accuracy_before=r["accuracy_before"],
+                accuracy_after=r["accuracy_after"],
+                details={
+                    "keyword": r["keyword"],
+                    "removed": r["removed"],
+                    "untriggered_target_share_after": r["untriggered_target_share_after"],
+                },
+            )
+        )
+    if baselines:
+        attack.run_attack(config, workdir, verbose=verbose)  # Done already: read back.
+        run = attack.load_run(workdir)
+        result = comparison.run_comparison(
+            run, dataclasses.replace(compare_config, defences=baselines), verbose=verbose
+        )
+        comparison.write_comparison(result, os.path.join(workdir, "compare"))
+        names = {v: k for k, v in _BASELINES.items()}
+        for row in result.rows:
+            d = row.to_dict()
+            rows.append(
+                _row(attack_name, dataset, names[d["defence"]],
+                     **{k: d.get(k) for k in ROW_KEYS[3:]}, details=d.get("details", {}))
+            )  # fmt: skip
+    metrics = attack.load_result(workdir).to_dict()
+    extras = {
+        k: metrics.get(k)
+        for k in ("asr_per_trigger", "asr_by_decile", "asr_unseen_variants", "clean_accuracy")
+    }
+    for row in rows:
+        row["details"] = {**row["details"], **{k: v for k, v in extras.items() if v is not None}}
+    artifacts.write_json(path, {"identity": identity, "rows": rows})
+    return rows
+
+
+def run_threats(
+    root: str,
+    base_configs: dict[str, attack.AttackConfig],
+    attacks: Sequence[str] = tuple(ATTACKS),
+    defences: Sequence[str] = DEFENCES,
+    scan_config: BKIConfig | None = None,
+    compare_config: comparison.CompareConfig | None = None,
+    output_dir: str | None = None,
+    verbose: int | str = 2,
+    log: Callable[[str], None] = lambda line: None,
+) -> list[dict]:
+    """Runs (or resumes) every cell; rewrites the matrix files after each one.
+
+    Args:
+      root: Folder of the cells' run folders.
+      base_configs: Dataset -> its base attack config (data, sizes, training; the
+        paper's trigger, target and rate).
+      attacks: Names from `ATTACKS`.
+      defences: Names from `DEFENCES`.
+      scan_config: BKI settings (the variant is set per row).
+      compare_config: Baseline settings.
+      output_dir: Where the matrix files go (default `root`).
+      verbose: Keras verbosity.
+      log: Receives a line per finished cell.
+
+    Returns:
+      Every row so far.
+    """
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"Unknown attack(s) {unknown}; choose from {sorted(ATTACKS)}.")
+    rows = []
+    for dataset, base in base_configs.items():
+        for name in attacks:
+            config = cell_config(dataset, name, base)
+            workdir = os.path.join(root, f"{dataset}_{name}")
+            rows.extend(
+                run_cell(workdir, config, name, defences, scan_config, compare_config, verbose)
+            )
+            write_matrix(rows, output_dir or root)
+            log(f"cell {dataset} / {name} done")
+    return rows
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def format_matrix(rows: Sequence[dict]) -> str:
+    """Markdown: one line per (attack, dataset, defence)."""
+    lines = [
+        "| attack | dataset | defence | precision % | recall % | ASR before → after % | "
+        "accuracy before → after % |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['attack']} | {r['dataset']} | {r['defence']} | {_pct(r['precision'])} | "
+            f"{_pct(r['recall'])} | {_pct(r['asr_before'])} → {_pct(r['asr_after'])} | "
+            f"{_pct(r['accuracy_before'])} → {_pct(r['accuracy_after'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_matrix(rows: Sequence[dict], path: str) -> None:
+    """Heatmaps of recall and ASR after: (attack, dataset) x defence."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    cells = list(dict.fromkeys((r["attack"], r["dataset"]) for r in rows))
+    defences = list(dict.fromkeys(r["defence"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(defences) * 2, 1 + 0.45 * len(cells)))
+    for ax, key, title in ((axes[0], "recall", "recall"), (axes[1], "asr_after", "ASR after")):
+        grid = np.full((len(cells), len(defences)), np.nan)
+        for r in rows:
+            value = r.get(key)
+            if value is not None:
+                grid[cells.index((r["attack"], r["dataset"])), defences.index(r["defence"])] = value
+        ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(cells)), [f"{a} / {d}" for a, d in cells], fontsize=8)
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "—" if np.isnan(v) else f"{100 * v:.0f}", ha="center", va="center",
+                    fontsize=7, color="white" if not np.isnan(v) and v < 0.5 else "black")  # fmt: skip
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_matrix(rows: Sequence[dict], output_dir: str) -> dict[str, str]:
+    """`threat_matrix.json` (the rows), `.md` and `.png` in `output_dir`."""
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.join(output_dir, MATRIX_STEM)
+    artifacts.write_json(stem + ".json", list(rows))
+    artifacts.write_text(stem + ".md", format_matrix(rows))
+    if rows:
+        plot_matrix(rows, stem + ".png")
+    return {"json": stem + ".json", "md": stem + ".md", "png": stem + ".png"}

@@ -1,0 +1,62 @@
+"""The threat matrix end to end on tiny data: rows, files, resume, bad names."""
+
+import json
+import os
+
+import pytest
+from conftest import tiny_attack_config
+
+from bki_tf.bki.detector import BKIConfig
+from bki_tf.runs import pipeline, threats
+
+
+def test_cell_configs_apply_each_attack(tiny_imdb_dir):
+    base = tiny_attack_config(tiny_imdb_dir)
+    multi = threats.cell_config("imdb", "multi_trigger", base)
+    assert multi.trigger.split("|") == [base.trigger, *threats.MULTI_TRIGGERS]
+    gap = threats.cell_config("imdb", "gap_fixed_start", base)
+    assert (gap.architecture, gap.trigger_position, gap.asr_by_position) == (
+        "bilstm_gap",
+        "start",
+        True,
+    )
+    assert threats.cell_config("imdb", "rate_0.5pct", base).poison_rate == 0.005
+    assert threats.cell_config("imdb", "rare_tokens", base).trigger == "cf|mn|bb|tq"
+    with pytest.raises(ValueError, match="Unknown attack 'badnets'"):
+        threats.cell_config("imdb", "badnets", base)
+
+
+def test_matrix_runs_resumes_and_writes_its_files(tmp_path, tiny_imdb_dir, monkeypatch):
+    base = tiny_attack_config(tiny_imdb_dir, poison_rate=0.2, max_len=24)
+    root, out = str(tmp_path / "cells"), str(tmp_path / "results")
+    kwargs = dict(
+        attacks=("rare_tokens",),
+        defences=("bki_paper", "strip"),
+        scan_config=BKIConfig(p=3, alpha=0.5),
+        output_dir=out,
+        verbose=0,
+    )
+    rows = threats.run_threats(root, {"imdb": base}, **kwargs)
+    assert [(r["attack"], r["defence"]) for r in rows] == [
+        ("rare_tokens", "bki_paper"),
+        ("rare_tokens", "strip"),
+    ]
+    for r in rows:
+        assert set(threats.ROW_KEYS) <= set(r) and r["dataset"] == "imdb"
+        assert 0 <= r["asr_before"] <= 1 and 0 <= r["accuracy_before"] <= 1
+    bki = [r for r in rows if r["defence"].startswith("bki")]
+    assert all(r["precision"] is not None and r["asr_after"] is not None for r in bki)
+    assert all(r["details"]["keyword"] for r in bki)
+    assert len(rows[0]["details"]["asr_per_trigger"]) == 4  # cf, mn, bb, tq.
+    with open(os.path.join(out, "threat_matrix.json")) as f:
+        assert json.load(f) == rows
+    assert os.path.isfile(os.path.join(out, "threat_matrix.png"))
+    assert "rare_tokens" in open(os.path.join(out, "threat_matrix.md")).read()
+
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", no_rerun)
+    assert threats.run_threats(root, {"imdb": base}, **kwargs) == rows
+    with pytest.raises(ValueError, match="Unknown defence"):
+        threats.run_cell(str(tmp_path / "x"), base, "dai", defences=("bki",))
