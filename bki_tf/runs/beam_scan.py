@@ -35,6 +35,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,8 @@ class BeamScanInfo:
       pipeline_options: The options the pipeline ran with.
       tf_threads: TensorFlow intra/inter-op threads per worker (None: TF's default).
       groups: Checkpoint groups per kind.
-      resumed_groups: Groups read back from checkpoints instead of scored.
+      resumed_units: Scoring units (texts, or their pieces) read back from checkpoints
+        instead of scored.
       group_seconds: Per kind, the seconds each group's scoring took (in plan order;
         resumed groups keep the seconds of the run that scored them).
       group_texts: Per kind, the number of texts of each group.
@@ -76,7 +78,7 @@ class BeamScanInfo:
     pipeline_options: dict
     tf_threads: int | None
     groups: dict
-    resumed_groups: int
+    resumed_units: int
     group_seconds: dict
     group_texts: dict
     pipeline_seconds: float
@@ -123,12 +125,26 @@ def _write_bytes(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
+# The staged inputs of the latest job this worker process saw, shared by its DoFns.
+_INPUTS: dict = {}
+
+
 def _load_inputs(stage: str) -> dict:
-    with np.load(io.BytesIO(_read_bytes(_join(stage, "inputs.npz")))) as stored:
-        inputs = {k: stored[k] for k in stored.files}
-    inputs["vocabulary"] = _read_bytes(_join(stage, "vocab.txt")).decode("utf-8").split("\n")
-    inputs["job"] = json.loads(_read_bytes(_join(stage, "job.json")).decode("utf-8"))
-    return inputs
+    """The staged inputs, read once per worker process and job (callers must not modify them).
+
+    `job.json` carries a fresh `run_id` per job, so a later job staged at the same
+    path is never served the previous job's arrays.
+    """
+    job_bytes = _read_bytes(_join(stage, "job.json"))
+    key = (stage, job_bytes)
+    if key not in _INPUTS:
+        with np.load(io.BytesIO(_read_bytes(_join(stage, "inputs.npz")))) as stored:
+            inputs = {k: stored[k] for k in stored.files}
+        inputs["vocabulary"] = _read_bytes(_join(stage, "vocab.txt")).decode("utf-8").split("\n")
+        inputs["job"] = json.loads(job_bytes.decode("utf-8"))
+        _INPUTS.clear()
+        _INPUTS[key] = inputs
+    return _INPUTS[key]
 
 
 def _set_threads(threads: int | None) -> None:
@@ -477,6 +493,7 @@ def _run(
     _write_bytes(_join(stage, "inputs.npz"), buffer.getvalue())
     _write_bytes(_join(stage, "vocab.txt"), "\n".join(run.vocabulary).encode("utf-8"))
     job = {
+        "run_id": uuid.uuid4().hex,
         "config": dataclasses.asdict(config),
         "identity": expected,
         "digests": {kind: plan.digest for kind, plan in plans.items()},
@@ -572,7 +589,7 @@ def _run(
         },
         tf_threads=tf_threads,
         groups={k: len(v.groups) for k, v in plans.items()},
-        resumed_groups=resumed,
+        resumed_units=resumed,
         group_seconds=group_seconds,
         group_texts=group_texts,
         pipeline_seconds=pipeline_seconds,
