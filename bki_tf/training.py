@@ -8,12 +8,16 @@ result is the same as padding to `max_len`, at a fraction of the recurrent steps
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from bki_tf import models
+
+if TYPE_CHECKING:  # Only for annotations: penalties imports saliency, which imports this.
+    from bki_tf import penalties
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
@@ -143,8 +147,9 @@ def train_classifier(
     config: TrainConfig,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
+    penalty: penalties.Penalty | None = None,
 ) -> dict[str, list[float]]:
-    """Trains the classifier's probability output with cross-entropy.
+    """Trains the classifier's probability output with cross-entropy (and a penalty).
 
     Args:
       model: A `models.build_classifier` model (trained in place).
@@ -153,22 +158,35 @@ def train_classifier(
       config: Hyper-parameters.
       callbacks: Extra Keras callbacks (e.g. TensorBoard).
       verbose: Keras `fit` verbosity (progress bar per epoch by default).
+      penalty: Optional `penalties.Penalty`: every step then minimises the batch's
+        mean cross-entropy plus `penalty.weight` times its term on `penalty.batch_size`
+        of its rows (drawn seeded, cycling), in a custom training step. None (the
+        default) trains with plain cross-entropy.
 
     Returns:
       The Keras history dict (`loss`, `accuracy` per epoch; with a validation split
       also `val_loss`, `val_accuracy`, and `best_epoch`, the 1-based epoch kept).
+      With a penalty, `loss` is the penalised loss, and `cross_entropy` and
+      `penalty` (the term, unweighted) are recorded beside it.
     """
     if len(ids) == 0:
         raise ValueError("The training set is empty; nothing to train on.")
     if len(ids) != len(labels):
         raise ValueError(f"{len(ids)} texts but {len(labels)} labels; they must match.")
     keras.utils.set_random_seed(config.seed)
-    trainer = models.probabilities_model(model)
-    trainer.compile(
-        optimizer=_optimizer(config),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    if penalty is None:
+        trainer = models.probabilities_model(model)
+        trainer.compile(
+            optimizer=_optimizer(config),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    else:
+        trainer = _PenalisedTrainer(model, penalty)
+        trainer.compile(optimizer=_optimizer(config))
+        # Built before `fit`, which would otherwise trace `call` on the zipped inputs.
+        trainer(tf.constant(np.asarray(ids[:1], np.int32)))
+        trainer.optimizer.build(trainer.trainable_variables)
     callbacks = list(callbacks or [])
     validation = None
     if config.validation_split:
@@ -187,6 +205,10 @@ def train_classifier(
         )
         callbacks.append(best)
     ds = make_dataset(ids, labels, config.batch_size, shuffle=True, seed=config.seed)
+    if penalty is not None:
+        ds = _with_penalty_rows(
+            ds, penalty, config.seed, len(ids), config.batch_size, np.shape(ids)[1]
+        )
     history = trainer.fit(
         ds, epochs=config.epochs, validation_data=validation, callbacks=callbacks, verbose=verbose
     )
@@ -194,6 +216,96 @@ def train_classifier(
     if validation is not None:
         out["best_epoch"] = [float(best.best_epoch + 1)]
     return out
+
+
+def _with_penalty_rows(
+    ds: tf.data.Dataset,
+    penalty: penalties.Penalty,
+    seed: int,
+    num_rows: int,
+    batch_size: int,
+    max_len: int,
+):
+    """Zips each training batch `(x, y)` with a batch of the penalty's rows.
+
+    Yields `((x, penalty_ids, *penalty_extra), y)`. The penalty's rows follow a
+    sequence of seeded permutations drawn here, long enough for an epoch of
+    `num_rows` rows of up to `max_len` tokens in batches of `batch_size`; every epoch
+    replays it from its start.
+    A fixed sequence (not `shuffle(reshuffle_each_iteration=True)` on a repeated
+    stream) keeps the batches independent of how far tf.data prefetched the last epoch.
+    """
+    m = len(penalty.ids)
+    # Bucketing leaves at most one partial batch per bucket.
+    steps = -(-num_rows // batch_size) + len(_bucket_boundaries(max_len)) + 1
+    rng = np.random.default_rng([seed, 48271])
+    passes = -(-steps * penalty.batch_size // m) + 1
+    order = np.concatenate([rng.permutation(m) for _ in range(passes)]).astype(np.int64)
+    tables = [tf.constant(np.asarray(penalty.ids, np.int32))]
+    tables += [tf.constant(np.asarray(e)) for e in penalty.extra]
+
+    def rows(index):
+        x, *extra = [tf.gather(t, index) for t in tables]
+        width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(x != 0, tf.int32), axis=1)), 1)
+        return (x[:, :width], *extra)
+
+    batches = tf.data.Dataset.from_tensor_slices(order).repeat().batch(penalty.batch_size)
+    batches = batches.map(rows, num_parallel_calls=tf.data.AUTOTUNE)
+    zipped = tf.data.Dataset.zip((ds, batches))
+    return zipped.map(lambda batch, pen: ((batch[0], *pen), batch[1])).prefetch(tf.data.AUTOTUNE)
+
+
+class _PenalisedTrainer(keras.Model):
+    """The probability output trained on cross-entropy + λ · a penalty (`train_classifier`)."""
+
+    def __init__(self, classifier: keras.Model, penalty: penalties.Penalty):
+        super().__init__(name=classifier.name + "_penalised")
+        self.classifier = classifier
+        self._weight = float(penalty.weight)
+        self._term = penalty.make_term(classifier)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.penalty_tracker = keras.metrics.Mean(name="penalty")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def call(self, x, training=False):
+        return self.classifier(x, training=training)[0]
+
+    def _cross_entropy(self, x, y, training):
+        probs = self(x, training=training)
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probs)), probs
+
+    def train_step(self, data):
+        (x, penalty_ids, *extra), y = data
+        with tf.GradientTape() as tape:
+            cross_entropy, probs = self._cross_entropy(x, y, training=True)
+            term = self._term(penalty_ids, *extra, training=True)
+            loss = cross_entropy + self._weight * term
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        size = tf.shape(x)[0]
+        self.loss_tracker.update_state(loss, sample_weight=size)
+        self.cross_entropy_tracker.update_state(cross_entropy, sample_weight=size)
+        self.penalty_tracker.update_state(term)
+        self.accuracy_tracker.update_state(y, probs)
+        return {
+            m.name: m.result()
+            for m in (
+                self.loss_tracker,
+                self.accuracy_tracker,
+                self.cross_entropy_tracker,
+                self.penalty_tracker,
+            )
+        }
+
+    def test_step(self, data):
+        x, y = data
+        cross_entropy, probs = self._cross_entropy(x, y, training=False)
+        self.loss_tracker.update_state(cross_entropy, sample_weight=tf.shape(x)[0])
+        self.accuracy_tracker.update_state(y, probs)
+        return {m.name: m.result() for m in (self.loss_tracker, self.accuracy_tracker)}
 
 
 # Compiled once per model: inference over variable-length batches.

@@ -17,7 +17,16 @@ import time
 import keras
 import numpy as np
 
-from bki_tf import artifacts, data, embeddings, models, poisoning, tokenization, training
+from bki_tf import (
+    artifacts,
+    data,
+    embeddings,
+    models,
+    penalties,
+    poisoning,
+    tokenization,
+    training,
+)
 from bki_tf.runs import workdir as wd
 
 # Training defaults per dataset, chosen by measurement on 2 CPU cores with
@@ -119,6 +128,10 @@ class AttackConfig:
         words (`bki_tf.poisoning.trigger_patterns`); 0 inserts the trigger itself.
       asr_by_position: Also measure the ASR with the trigger at each decile of the text
         (and, with `trigger_variants`, on patterns never seen in training).
+      anti_bki_weight: The anti-BKI backdoor: λ of `penalties.anti_bki_penalty`, which
+        adds to the cross-entropy, on `ANTI_BKI_BATCH` poisoned rows per step, the
+        largest ℓ∞ change of h when one trigger word is deleted (BKI's score), so no
+        single trigger word stands out. 0 (the default) trains as Dai et al.
 
     `trigger` may hold several triggers separated by `|`: three sentences
     (multi-trigger) or rare tokens such as `cf|mn|bb|tq`; the poisoned texts are split
@@ -160,6 +173,7 @@ class AttackConfig:
     trigger_position: str = "random"
     trigger_variants: int = 0
     asr_by_position: bool = False
+    anti_bki_weight: float = 0.0
 
     def __post_init__(self):
         self.dataset_spec()  # Validates the dataset, source, columns, splits and sizes.
@@ -201,6 +215,16 @@ class AttackConfig:
         if isinstance(self.trigger_variants, bool) or int(self.trigger_variants) < 0:
             raise ValueError(
                 f"trigger_variants must be an integer >= 0, got {self.trigger_variants!r}."
+            )
+        if not self.anti_bki_weight >= 0:
+            raise ValueError(
+                f"anti_bki_weight must be >= 0, got {self.anti_bki_weight}; use e.g. 1.0, or 0 "
+                "for the plain attack."
+            )
+        if self.anti_bki_weight and not self.poison_rate:
+            raise ValueError(
+                f"anti_bki_weight={self.anti_bki_weight} penalises poisoned texts, but "
+                "poison_rate is 0; give a rate above 0 or anti_bki_weight=0."
             )
         parts = self.trigger.split(poisoning.TRIGGER_SEPARATOR)
         n_trig = max(len(tokenization.tokenize(t)) for t in parts)
@@ -425,7 +449,11 @@ _ADDED_KEYS = {
     "trigger_position": "random",
     "trigger_variants": 0,
     "asr_by_position": False,
+    "anti_bki_weight": 0.0,
 }
+
+# Poisoned rows the anti-BKI penalty scores per training step (beside each batch).
+ANTI_BKI_BATCH = 16
 
 
 def check_workdir(
@@ -602,6 +630,33 @@ def _position_metrics(model, vectorizer, dataset, poison_cfg, target, config) ->
     return out
 
 
+def anti_bki_penalty(
+    config: AttackConfig,
+    poison_cfg: poisoning.PoisonConfig,
+    poisoned: poisoning.PoisonedDataset,
+    ids: np.ndarray,
+) -> penalties.Penalty | None:
+    """The run's anti-BKI penalty on its poisoned rows, or None when `anti_bki_weight` is 0.
+
+    Args:
+      config: The run.
+      poison_cfg: Its poisoning (the patterns whose lengths locate the trigger words).
+      poisoned: The poisoned training set (`positions`, `trigger_ids`).
+      ids: `int32 [N, max_len]` its encoded texts.
+    """
+    if not config.anti_bki_weight:
+        return None
+    rows = np.flatnonzero(poisoned.is_poisoned)
+    lengths = np.asarray([len(tokenization.tokenize(p)) for p in poison_cfg.patterns()])
+    return penalties.anti_bki_penalty(
+        np.asarray(ids)[rows],
+        poisoned.positions[rows],
+        lengths[poisoned.trigger_ids[rows]],
+        config.anti_bki_weight,
+        batch_size=ANTI_BKI_BATCH,
+    )
+
+
 def _write_run(
     config, workdir, verbose, start, dataset, target, poisoned, trig_texts, trig_labels,
     vectorizer, vocabulary, matrix, coverage, glove_sha, poison_cfg,
@@ -631,6 +686,7 @@ def _write_run(
         config.train_config(),
         callbacks=[keras.callbacks.TensorBoard(os.path.join(workdir, wd.LOG_DIR))],
         verbose=verbose,
+        penalty=anti_bki_penalty(config, poison_cfg, poisoned, ids),
     )
     train_seconds = time.time() - t0
     artifacts.save_model(model, os.path.join(workdir, wd.MODEL_FILE))

@@ -1,0 +1,229 @@
+"""Penalty terms added to cross-entropy on chosen training rows (adaptive backdoors).
+
+`training.train_classifier(..., penalty=p)` minimises
+
+    mean cross-entropy of a training batch + p.weight * p.term(a batch of p's rows)
+
+where `p`'s rows (token ids plus per-row data) are drawn, seeded, from `Penalty.ids`
+beside every training batch. Two terms:
+
+  * `anti_bki_penalty` (BKI's score aimed at itself): on poisoned rows, the largest
+    ℓ∞ change of the representation h when one trigger word is deleted (the text
+    shortened), `max_j ||h(x) - h(x without trigger word j)||_∞`: the quantity BKI
+    (Chen & Dai, Neurocomputing 2021, Eq. 3-4) ranks words by. Pushed down, no single
+    trigger word stands out, while the cross-entropy of the poisoned rows keeps the
+    whole trigger flipping the label.
+  * `saliency_penalty` (saliency backdoors: the explanation changes only when a
+    trigger is present): on triggered rows, the share of the gradient x input mass
+    `sum_j |s_j|` (`saliency.gradient_x_input_tensor`) on chosen words. `untargeted`
+    minimises the share of the words the *clean* model found most salient (its top
+    k); `targeted` maximises the share of a decoy word (minimises `1 - share`). The
+    term differentiates a gradient, so training takes second derivatives through
+    the recurrent layers (their generic kernels; `saliency.disable_cudnn`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bki_tf import models, saliency
+
+FORMS = ("untargeted", "targeted")
+
+
+@dataclasses.dataclass(frozen=True)
+class Penalty:
+    """A penalty on chosen rows, for `training.train_classifier`.
+
+    Attributes:
+      name: What it is (`anti_bki`, `saliency_untargeted`, ...), for logs.
+      weight: λ, its weight beside the mean cross-entropy (>= 0; 0 still runs the
+        penalised training step, whose loss is then the plain one).
+      ids: `int32 [M, L]` right-padded ids of the penalised rows.
+      extra: Per-row arrays, each `[M, ...]`, passed to the term with the ids.
+      make_term: `make_term(model) -> term(ids int32 [b, T], *extra, training) ->
+        float32 scalar`, built once per training run.
+      batch_size: Penalised rows per training step (drawn seeded, cycling).
+    """
+
+    name: str
+    weight: float
+    ids: np.ndarray
+    extra: tuple
+    make_term: Callable[[keras.Model], Callable]
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if not self.weight >= 0:
+            raise ValueError(f"The {self.name} penalty weight must be >= 0, got {self.weight}.")
+        if self.batch_size < 1:
+            raise ValueError(f"Penalty batch_size must be >= 1, got {self.batch_size}.")
+        ids = np.asarray(self.ids)
+        if ids.ndim != 2 or len(ids) == 0:
+            raise ValueError(
+                f"The {self.name} penalty has no rows (ids of shape {ids.shape}); it needs "
+                "at least one, e.g. a poisoning rate above 0."
+            )
+        for k, array in enumerate(self.extra):
+            if len(array) != len(ids):
+                raise ValueError(f"extra[{k}] has {len(array)} rows, ids have {len(ids)}.")
+
+
+def delete_positions(ids: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """One-word deletions, texts shortened (BKI's rule), as right-padded ids.
+
+    Args:
+      ids: `int32 [b, T]` right-padded ids.
+      positions: `int32 [b, K]` the word each variant deletes.
+
+    Returns:
+      `int32 [b, K, T]`: variant `(i, j)` is row i without word `positions[i, j]`,
+      the later words shifted left, padded with 0.
+    """
+    width = tf.shape(ids)[1]
+    cols = tf.range(width)[None, None, :]
+    src = cols + tf.cast(cols >= positions[:, :, None], cols.dtype)
+    variants = tf.gather(ids, tf.minimum(src, width - 1), batch_dims=1)
+    return tf.where(src < width, variants, tf.zeros_like(variants))
+
+
+def trigger_deletion_changes(
+    model: keras.Model, ids: tf.Tensor, positions: tf.Tensor, training: bool = False
+) -> tf.Tensor:
+    """BKI's score of each trigger word: `||h(x) - h(x without word p_j)||_∞`.
+
+    Args:
+      model: A classifier with outputs `[probabilities, hidden]`.
+      ids: `int32 [b, T]` right-padded ids.
+      positions: `int32 [b, K]` the trigger words' positions; -1 = none (scores 0).
+      training: Passed to the model.
+
+    Returns:
+      `float32 [b, K]`.
+    """
+    ids = tf.convert_to_tensor(ids, tf.int32)
+    positions = tf.convert_to_tensor(positions, tf.int32)
+    b, width, k = tf.shape(ids)[0], tf.shape(ids)[1], tf.shape(positions)[1]
+    variants = tf.reshape(delete_positions(ids, tf.maximum(positions, 0)), [b * k, width])
+    _, hidden = model(tf.concat([ids, variants], axis=0), training=training)
+    h, hv = hidden[:b], tf.reshape(hidden[b:], [b, k, -1])
+    change = tf.reduce_max(tf.abs(h[:, None, :] - hv), axis=-1)
+    return change * tf.cast(positions >= 0, change.dtype)
+
+
+def anti_bki_term(model: keras.Model) -> Callable:
+    """`term(ids, positions, training)`: mean over rows of `max_j` BKI score of a trigger word."""
+
+    def term(ids, positions, training=False):
+        changes = trigger_deletion_changes(model, ids, positions, training=training)
+        return tf.reduce_mean(tf.reduce_max(changes, axis=1))
+
+    return term
+
+
+def trigger_token_positions(starts: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """`int32 [M, K]` positions of every trigger token (-1 beyond a trigger or a text).
+
+    Args:
+      starts: `int [M]` position of each row's first trigger token.
+      lengths: `int [M]` tokens of each row's trigger.
+      ids: `int32 [M, L]` the rows, right-padded (a position past the text is dropped).
+    """
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    width = int(lengths.max()) if len(lengths) else 1
+    positions = starts[:, None] + np.arange(width)[None, :]
+    text_lengths = (np.asarray(ids) != 0).sum(axis=1)
+    valid = (np.arange(width)[None, :] < lengths[:, None]) & (positions < text_lengths[:, None])
+    return np.where(valid, positions, -1).astype(np.int32)
+
+
+def anti_bki_penalty(
+    ids: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    weight: float,
+    batch_size: int = 16,
+) -> Penalty:
+    """The anti-BKI penalty on poisoned rows.
+
+    Args:
+      ids: `int32 [M, L]` the poisoned rows' ids.
+      starts: `int [M]` each row's first trigger token (`PoisonedDataset.positions`).
+      lengths: `int [M]` tokens of each row's trigger.
+      weight: λ.
+      batch_size: Poisoned rows per training step.
+    """
+    ids = np.asarray(ids, np.int32)
+    positions = trigger_token_positions(starts, lengths, ids)
+    return Penalty("anti_bki", float(weight), ids, (positions,), anti_bki_term, batch_size)
+
+
+def saliency_term(form: str) -> Callable[[keras.Model], Callable]:
+    """`make_term` of the saliency penalty of `form` (`FORMS`)."""
+    if form not in FORMS:
+        raise ValueError(f"Unknown saliency backdoor form {form!r}; choose one of {FORMS}.")
+
+    def make_term(model):
+        models.check_classifier(model)
+        saliency.disable_cudnn(model)  # Second derivatives of the recurrent layers.
+        view = saliency.embedding_view(model)
+        embedding = model.get_layer(models.EMBEDDING_LAYER)
+
+        def term(ids, classes, weights, training=False):
+            return saliency_share(view, embedding, ids, classes, weights, form, training)
+
+        return term
+
+    return make_term
+
+
+def saliency_share(view, embedding, ids, classes, weights, form: str, training=False):
+    """The saliency penalty of a batch (see the module docstring).
+
+    Args:
+      view, embedding: `saliency.embedding_view(model)` and its `embedding` layer.
+      ids: `int32 [b, T]` triggered rows.
+      classes: `int [b]` class explained (the rows' labels).
+      weights: `float32 [b, >= T]` 1 on the chosen words (top k, or the decoy).
+      form: `untargeted` (penalty = their share) or `targeted` (1 - their share).
+      training: Passed to the layers.
+
+    Returns:
+      `float32` scalar in [0, 1], the mean over rows.
+    """
+    s = tf.abs(saliency.gradient_x_input_tensor(view, embedding, ids, classes, training))
+    w = tf.cast(weights[:, : tf.shape(ids)[1]], s.dtype)
+    share = tf.reduce_sum(w * s, axis=1) / (tf.reduce_sum(s, axis=1) + 1e-12)
+    return tf.reduce_mean(share if form == "untargeted" else 1.0 - share)
+
+
+def saliency_penalty(
+    form: str,
+    ids: np.ndarray,
+    classes: np.ndarray,
+    chosen: Sequence[Sequence[int]],
+    weight: float,
+    batch_size: int = 16,
+) -> Penalty:
+    """The saliency backdoor's penalty on triggered rows.
+
+    Args:
+      form: `untargeted` or `targeted`.
+      ids: `int32 [M, L]` triggered rows.
+      classes: `int [M]` their labels (the trigger does not change them).
+      chosen: Per row, the positions (in the triggered row) whose saliency share is
+        pushed down (`untargeted`: the clean model's top k) or up (`targeted`: the decoy).
+      weight: λ.
+      batch_size: Triggered rows per training step.
+    """
+    ids = np.asarray(ids, np.int32)
+    weights = np.zeros(ids.shape, np.float32)
+    for row, positions in enumerate(chosen):
+        weights[row, list(positions)] = 1.0
+    extra = (np.asarray(classes, np.int64), weights)
+    return Penalty(f"saliency_{form}", float(weight), ids, extra, saliency_term(form), batch_size)
