@@ -15,7 +15,8 @@ art_activation_clustering and art_spectral_signatures, with the --ac_* / --ss_* 
     python -m experiments.compare --workdir=runs/imdb_tfla --art
 
 BKI's row is read from the pipeline's scan/scan.json and report.json (with
---variant=refined: scan_refined/ and report_refined.json), so run
+--variant=refined: scan_refined/ and report_refined.json; --variant=plus: scan_plus/
+and report_plus.json, with BKI+'s decision and phrases in the row's details), so run
 `python -m experiments.pipeline` first, or leave bki out of --defences.
 """
 

@@ -4,6 +4,10 @@ r"""attack -> BKI scan -> purify -> retrain -> report, in one workdir; resumes.
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz \
       --trigger="time flies like an arrow" --target=negative --poison_rate=0.03 \
       --workdir=runs/imdb_tfla --p=5 --variant=paper
+
+--variant=plus runs BKI+ in scan_plus/, filter_plus/, retrain_plus/ and report_plus.*:
+it reuses another variant's deletion scores of the same victim, and when it finds no
+backdoor it removes nothing (the retrained model is then trained on every text).
 """
 
 from absl import app, flags

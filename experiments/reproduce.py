@@ -3,7 +3,9 @@ r"""The BKI paper's grid: six triggers x {IMDB, DBpedia} + clean runs; resumes.
     python -m experiments.reproduce --data_root=../shared/data \
       --glove=../shared/data/glove/glove.6B.50d.top100k.txt.gz --workdir=runs/reproduce
 
---imdb_trigger_indices=0,1,2 --dbpedia_trigger_indices=3,4,5 runs a subset.
+--imdb_trigger_indices=0,1,2 --dbpedia_trigger_indices=3,4,5 runs a subset;
+--seeds=0,1,2 runs every cell with each seed and adds mean ± std of each metric;
+--variant=plus runs BKI+ (tables_plus.*).
 
 Writes one pipeline workdir per cell and tables.md / tables.json (Tables 2
 and 3 in the paper's columns, beside its figures; tables_refined.* with
@@ -19,7 +21,7 @@ from absl import app, flags
 from bki_tf.runs import attack, reproduction
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "epochs")
+_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "seeds", "epochs")
 _DATA_ROOT = flags.DEFINE_string(
     "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
 )
@@ -72,6 +74,7 @@ def main(argv):
         cf.bki_config(),
         cf.value("workdir"),
         verbose=cf.keras_verbosity(),
+        seeds=cf.seeds(),
     )
     name = reproduction.tables_name(cf.value("variant")) + ".md"
     print(open(os.path.join(cf.value("workdir"), name), encoding="utf-8").read())

@@ -46,6 +46,7 @@ def _same_scan(folder_a, folder_b, record_a, record_b):
     assert record_a.result == record_b.result  # Every dictionary entry and per-text word.
     assert record_a.config == record_b.config
     assert record_a.detection == record_b.detection
+    assert record_a.plus == record_b.plus
     a = np.load(os.path.join(folder_a, "scores.npz"))
     b = np.load(os.path.join(folder_b, "scores.npz"))
     assert sorted(a.files) == sorted(b.files)
@@ -53,7 +54,9 @@ def _same_scan(folder_a, folder_b, record_a, record_b):
         assert np.array_equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("variant,options", [("paper", _TWO_PROCESSES), ("refined", _IN_PROCESS)])
+@pytest.mark.parametrize(
+    "variant,options", [("paper", _TWO_PROCESSES), ("refined", _IN_PROCESS), ("plus", _IN_PROCESS)]
+)
 def test_beam_scan_equals_the_in_process_scan(tiny_run, tmp_path, monkeypatch, variant, options):
     # Small checkpoint groups: many Beam elements, partial dictionaries merged.
     monkeypatch.setattr(pipeline, "CHECKPOINT_TEXTS", 4)
@@ -62,7 +65,7 @@ def test_beam_scan_equals_the_in_process_scan(tiny_run, tmp_path, monkeypatch, v
     expected = pipeline.run_scan(local, config, progress=False)
     distributed = _copy(tiny_run, tmp_path, "beam")
     got = beam_scan.run_beam_scan(distributed, config, options)
-    folder = "scan" if variant == "paper" else "scan_refined"
+    folder = {"paper": "scan", "refined": "scan_refined", "plus": "scan_plus"}[variant]
     _same_scan(os.path.join(local, folder), os.path.join(distributed, folder), expected, got)
     info = beam_scan.BeamScanInfo.from_dict(
         json.load(open(os.path.join(distributed, folder, beam_scan.INFO_FILE)))

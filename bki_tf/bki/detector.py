@@ -21,9 +21,10 @@ import keras
 import numpy as np
 
 from bki_tf import artifacts, detection, models, tokenization
-from bki_tf.bki import keywords, representation, scoring
+from bki_tf.bki import keywords, plus, representation, scoring
 
-VARIANTS = keywords.VARIANTS
+VARIANTS = keywords.RESULT_VARIANTS
+NORMALIZATIONS = plus.NORMALIZATIONS
 METHODS = scoring.METHOD_CHOICES
 POOLS = representation.POOLS
 METHOD_NAME = "bki"
@@ -35,8 +36,9 @@ class BKIConfig:
 
     Attributes:
       p: Suspicious words kept per text (paper: 5; refined: per n-gram size).
-      variant: `paper` (Algorithm 1) or `refined` (the authors' code; see
-        `bki_tf.bki.keywords`).
+      variant: `paper` (Algorithm 1), `refined` (the authors' code; see
+        `bki_tf.bki.keywords`) or `plus` (BKI+: a decision, several keywords, trigger
+        phrases; `bki_tf.bki.plus`).
       method: Scorer, `fast` (state reuse), `simple` (the BiLSTM victim's layers on
         compiled deletion variants), `generic` (any Keras model, unpadded shortened
         texts) or `auto` (`scoring.resolve_method`: `fast` for the BiLSTM/LSTM victims,
@@ -50,6 +52,9 @@ class BKIConfig:
         `hidden`, that of `bki_tf.build_classifier`).
       pool: `None`, `last`, `mean` or `max`: how a sequence output of
         `representation_layer` becomes one vector.
+      plus_threshold: BKI+'s robust-z decision threshold (`plus.DEFAULT_THRESHOLD`).
+      normalization: BKI+'s per-text score normalisation (`plus.NORMALIZATIONS`).
+      max_keywords: Most keywords BKI+ searches for.
     """
 
     p: int = 5
@@ -61,9 +66,12 @@ class BKIConfig:
     scan_batch_size: int = scoring.DEFAULT_BATCH_SIZE
     representation_layer: str = models.HIDDEN
     pool: str | None = None
+    plus_threshold: float = plus.DEFAULT_THRESHOLD
+    normalization: str = plus.DEFAULT_NORMALIZATION
+    max_keywords: int = 5
 
     def __post_init__(self):
-        for name in ("p", "min_ngram", "max_ngram", "scan_batch_size"):
+        for name in ("p", "min_ngram", "max_ngram", "scan_batch_size", "max_keywords"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"BKIConfig.{name} must be an integer, got {value!r}.")
@@ -81,6 +89,16 @@ class BKIConfig:
             )
         if isinstance(self.alpha, bool) or not 0 < float(self.alpha) < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
+        if isinstance(self.plus_threshold, bool) or not (
+            isinstance(self.plus_threshold, int | float) and 0 < self.plus_threshold < 1e6
+        ):
+            raise ValueError(f"plus_threshold must be a number > 0, got {self.plus_threshold!r}.")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"Unknown normalization {self.normalization!r}; choose one of {NORMALIZATIONS}."
+            )
+        if self.max_keywords < 1:
+            raise ValueError(f"max_keywords must be >= 1, got {self.max_keywords}.")
         if self.scan_batch_size < 2:
             raise ValueError(f"scan_batch_size must be >= 2, got {self.scan_batch_size}.")
         if not isinstance(self.representation_layer, str) or not self.representation_layer:
@@ -119,18 +137,19 @@ class BKIConfig:
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (all but `scan_batch_size`).
 
-        `representation_layer` and `pool` appear only when not at their defaults, so
-        scans recorded before they existed keep their identity.
+        `representation_layer`, `pool` and BKI+'s settings appear only when not at
+        their defaults, so scans recorded before they existed keep their identity.
         """
         d = self.to_dict()
         del d["scan_batch_size"]
-        for name in ("representation_layer", "pool"):
+        for name in ("representation_layer", "pool", *_PLUS_FIELDS):
             if d[name] == _DEFAULTS[name]:
                 del d[name]
         return d
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BKIConfig)}
+_PLUS_FIELDS = ("plus_threshold", "normalization", "max_keywords")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -147,6 +166,8 @@ class BKIResult:
         keyword's best score among the text's suspicious words, 0 if absent) and the
         flag decision.
       scan_seconds: Wall time of the scoring (0 when scores were given).
+      plus: BKI+'s decision, keywords, phrases and flagged texts (variant `plus`),
+        else None. Its `flagged` equals `selection.flagged`.
     """
 
     config: BKIConfig
@@ -155,6 +176,7 @@ class BKIResult:
     local_scores: tuple[np.ndarray, ...] | None
     detection: detection.DetectionResult
     scan_seconds: float = 0.0
+    plus: plus.PlusResult | None = None
 
     def __post_init__(self):
         n = self.selection.num_texts
@@ -172,6 +194,11 @@ class BKIResult:
     @property
     def keyword(self) -> str:
         return self.selection.keyword
+
+    @property
+    def backdoor_found(self) -> bool:
+        """BKI+'s decision; the paper and refined variants always name a keyword (True)."""
+        return True if self.plus is None else self.plus.backdoor_found
 
     @property
     def keyword_label(self) -> int | None:
@@ -218,6 +245,7 @@ class BKIResult:
             if self.local_scores is None
             else _flat(self.local_scores).tolist(),
             "detection": self.detection.to_dict(),
+            "plus": None if self.plus is None else self.plus.to_dict(),
         }
 
     @classmethod
@@ -233,9 +261,12 @@ class BKIResult:
             else tuple(split_flat(np.asarray(d["local_scores"], np.float32), lengths)),
             detection=detection.DetectionResult.from_dict(d["detection"]),
             scan_seconds=float(d.get("scan_seconds", 0.0)),
+            plus=None if d.get("plus") is None else plus.PlusResult.from_dict(d["plus"]),
         )
 
     def summary(self) -> str:
+        if self.plus is not None:
+            return f"{self.plus.summary()}\n\nScan: {self.num_texts} texts in {self.scan_seconds:.1f} s."
         return f"{self.selection.summary()}\n\nScan: {self.num_texts} texts in {self.scan_seconds:.1f} s."
 
 
@@ -334,6 +365,8 @@ def select(
       scan_seconds: Recorded in the result.
     """
     token_ids = [ids[i, : lengths[i]] for i in range(len(lengths))]
+    if config.variant == "plus":
+        return _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds)
     selection = keywords.identify_keyword(
         token_ids,
         scores,
@@ -353,6 +386,80 @@ def select(
         local_scores=None if local_scores is None else tuple(local_scores),
         detection=as_detection(selection),
         scan_seconds=scan_seconds,
+    )
+
+
+def _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds) -> BKIResult:
+    """BKI+ (`bki_tf.bki.plus`) as a `BKIResult`: `selection` holds its first round."""
+    vocabulary = list(vocabulary)
+    result, suspicious, stats = plus.identify(
+        token_ids,
+        scores,
+        vocabulary,
+        labels=labels,
+        p=config.p,
+        normalization=config.normalization,
+        threshold=float(config.plus_threshold),
+        max_keywords=config.max_keywords,
+    )
+    if not stats:
+        raise ValueError(
+            "No candidate words: every text is empty or holds only padding/OOV tokens."
+        )
+    ranked = []
+    for key, (count, total) in stats.items():
+        word, label = key if isinstance(key, tuple) else (key, None)
+        mean = total / count
+        ranked.append(
+            keywords.KeywordEntry(vocabulary[word], count, mean, mean * np.log10(count), label, 1)
+        )
+    ranked.sort(key=keywords.rank_key)
+    # The test's candidate (the top entry of the label with the largest robust z) first.
+    _, best, _ = plus.robust_statistic(stats, 3)
+    if best is not None:
+        word, label = best if isinstance(best, tuple) else (best, None)
+        first = next(e for e in ranked if e.word == vocabulary[word] and e.label == label)
+        ranked.remove(first)
+        ranked.insert(0, first)
+    label_arr = None if labels is None else np.asarray(labels, np.int64)
+    selection = keywords.KeywordResult(
+        variant="plus",
+        p=config.p,
+        keyword=ranked[0].word,
+        keyword_label=ranked[0].label,
+        entries=tuple(ranked),
+        suspicious=tuple(suspicious),
+        flagged=result.flagged,
+        labels=label_arr,
+    )
+    words = {k.word for k in result.keywords}
+    det_scores = np.zeros(len(token_ids))
+    for i, text in enumerate(suspicious):
+        values = [v for w, v in text if w in words]
+        if values:
+            det_scores[i] = max(values)
+    mask = np.zeros(len(token_ids), dtype=bool)
+    mask[result.flagged] = True
+    return BKIResult(
+        config=config,
+        selection=selection,
+        scores=tuple(scores),
+        local_scores=None,
+        detection=detection.DetectionResult(
+            method=METHOD_NAME,
+            scores=det_scores,
+            is_poison=mask,
+            report={
+                "variant": "plus",
+                "backdoor_found": result.backdoor_found,
+                "statistic": result.statistic,
+                "threshold": result.threshold,
+                "keywords": [k.word for k in result.keywords],
+                "phrases": list(result.phrases),
+            },
+        ),
+        scan_seconds=scan_seconds,
+        plus=result,
     )
 
 
@@ -396,8 +503,9 @@ def detect(
 ) -> BKIResult:
     """Runs BKI on a model and its training texts, in memory.
 
-    Chen & Dai (2021), Algorithm 1 (`variant="paper"`) or the authors' refined code
-    (`variant="refined"`).
+    Chen & Dai (2021), Algorithm 1 (`variant="paper"`), the authors' refined code
+    (`variant="refined"`) or BKI+ (`variant="plus"`, `bki_tf.bki.plus`: a decision
+    with `result.backdoor_found`, several keywords grown into trigger phrases).
 
     Args:
       model: A classifier from `bki_tf.build_classifier`, or with
@@ -408,7 +516,8 @@ def detect(
         by that layer itself.
       vocabulary: Id -> token, `vocabulary[0] == ''`, `vocabulary[1] == '[UNK]'`
         (for a `TextVectorization` model: `representation.model_vocabulary(model)`).
-      labels: `int [N]` training labels; the refined variant needs them.
+      labels: `int [N]` training labels; the refined variant needs them, BKI+ uses
+        them when given (keys `(word, label)`).
       config: The scan's settings.
       max_len: Tokens kept per raw text (default: all).
       progress: Optional callable, called with the number of texts scored so far.

@@ -89,6 +89,9 @@ from typing import Any
 import numpy as np
 
 VARIANTS = ("paper", "refined")
+# Variants whose selection a `KeywordResult` can hold: BKI+ (`bki_tf.bki.plus`) builds
+# its own dictionary and decision, and reports its first round's dictionary here.
+RESULT_VARIANTS = (*VARIANTS, "plus")
 
 # Ids fixed by `tokenization` (PAD_ID, OOV_ID); repeated here so that this module stays
 # free of TensorFlow.
@@ -144,7 +147,7 @@ class KeywordResult:
     """Outcome of BKI keyword selection; compare results through `to_dict()`.
 
     Attributes:
-      variant: `"paper"` or `"refined"`.
+      variant: `"paper"`, `"refined"` or `"plus"` (`bki_tf.bki.plus`: its first round).
       p: Suspicious words kept per text (per n-gram size for the refined variant).
       keyword: The backdoor keyword `entries[0].word`.
       keyword_label: The keyword's label (refined variant), else `None`.
@@ -175,8 +178,8 @@ class KeywordResult:
     s: int | None = None
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"Unknown BKI variant {self.variant!r}; use one of {VARIANTS}.")
+        if self.variant not in RESULT_VARIANTS:
+            raise ValueError(f"Unknown BKI variant {self.variant!r}; use one of {RESULT_VARIANTS}.")
         if int(self.p) < 1:
             raise ValueError(f"p must be >= 1, got {self.p}.")
         object.__setattr__(self, "entries", tuple(self.entries))
@@ -364,6 +367,11 @@ def identify_keyword(
         training set, per-text length or id mismatches (naming the text index),
         missing refined inputs, or no candidate word at all.
     """
+    if variant == "plus":
+        raise ValueError(
+            "identify_keyword runs the paper and refined variants; for variant='plus' "
+            "call bki_tf.bki.plus.identify (or bki_tf.bki.detect with variant='plus')."
+        )
     if variant not in VARIANTS:
         raise ValueError(f"Unknown BKI variant {variant!r}; use one of {VARIANTS}.")
     if isinstance(p, bool) or not isinstance(p, int | np.integer) or p < 1:

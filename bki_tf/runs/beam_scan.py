@@ -317,7 +317,13 @@ def _flagged(text, best):
 
 
 def build_pipeline(
-    p: beam.Pipeline, stage: str, chunk_dir: str, outputs: str, groups: dict, s: int | None
+    p: beam.Pipeline,
+    stage: str,
+    chunk_dir: str,
+    outputs: str,
+    groups: dict,
+    s: int | None,
+    score_only: bool = False,
 ) -> None:
     """Adds the scan to pipeline `p` (see the module docstring).
 
@@ -328,6 +334,7 @@ def build_pipeline(
       outputs: Folder of the text outputs (dictionary, per-text words, keyword, flagged).
       groups: Kind -> number of checkpoint groups.
       s: The refined variant's `s` (None for the paper variant).
+      score_only: Only score (the checkpoints): BKI+ decides on the driver.
     """
     scored = []
     for kind, count in groups.items():
@@ -336,6 +343,8 @@ def build_pipeline(
             | f"Groups {kind}" >> beam.Create([(kind, g) for g in range(count)], reshuffle=True)
             | f"Score {kind}" >> beam.ParDo(_ScoreGroups(stage, chunk_dir))
         )
+    if score_only:
+        return
     if len(scored) == 1:
         per_text = scored[0] | "One kind" >> beam.Map(lambda e: (e[0], [e[1]]))
     else:
@@ -514,7 +523,15 @@ def _run(
     options = PipelineOptions(list(pipeline_args))
     pipeline_start = time.time()
     p = beam.Pipeline(options=options)
-    build_pipeline(p, stage, chunk_dir, outputs, {k: len(v.groups) for k, v in plans.items()}, s)
+    build_pipeline(
+        p,
+        stage,
+        chunk_dir,
+        outputs,
+        {k: len(v.groups) for k, v in plans.items()},
+        s,
+        score_only=config.variant == "plus",
+    )
     beam_result = p.run()
     beam_result.wait_until_finish()
     pipeline_seconds = time.time() - pipeline_start
@@ -542,46 +559,60 @@ def _run(
             sizes.append(len(texts))
         scores[kind] = per_text
         group_seconds[kind], group_texts[kind] = seconds, sizes
-    stats = {}
-    for line in _lines(_join(outputs, "dictionary*.jsonl")):
-        key, count, total = json.loads(line)
-        stats[_from_json_key(key)] = (int(count), int(total))
-    if not stats:
-        raise ValueError(
-            "No candidate words: every text is empty or holds only padding/OOV tokens."
+    if config.variant == "plus":
+        # BKI+'s rounds (decision, removal, rebuilt dictionary) need every text's
+        # suspicious words at once: the workers score, the driver decides, exactly as
+        # the in-process scan does from the same scores.
+        result = detector.select(
+            ids,
+            lengths,
+            scores["deletion"],
+            run.vocabulary,
+            config,
+            labels=labels,
+            scan_seconds=time.time() - start,
         )
-    suspicious = [()] * len(lengths)
-    for line in _lines(_join(outputs, "suspicious*.jsonl")):
-        i, words = json.loads(line)
-        suspicious[i] = tuple((w, float(v)) for w, v in words)
-    flagged = sorted(int(x) for x in _lines(_join(outputs, "flagged*.jsonl")))
-    keyword_key = _from_json_key(json.loads(_lines(_join(outputs, "keyword*.json"))[0]))
-    ranked = keywords.ranked_entries(stats, config.variant, run.vocabulary, s)
-    if ranked[0][1] != keyword_key:
-        raise RuntimeError(
-            f"The pipeline's keyword key {keyword_key!r} is not the best dictionary entry "
-            f"{ranked[0][1]!r}."
+    else:
+        stats = {}
+        for line in _lines(_join(outputs, "dictionary*.jsonl")):
+            key, count, total = json.loads(line)
+            stats[_from_json_key(key)] = (int(count), int(total))
+        if not stats:
+            raise ValueError(
+                "No candidate words: every text is empty or holds only padding/OOV tokens."
+            )
+        suspicious = [()] * len(lengths)
+        for line in _lines(_join(outputs, "suspicious*.jsonl")):
+            i, words = json.loads(line)
+            suspicious[i] = tuple((w, float(v)) for w, v in words)
+        flagged = sorted(int(x) for x in _lines(_join(outputs, "flagged*.jsonl")))
+        keyword_key = _from_json_key(json.loads(_lines(_join(outputs, "keyword*.json"))[0]))
+        ranked = keywords.ranked_entries(stats, config.variant, run.vocabulary, s)
+        if ranked[0][1] != keyword_key:
+            raise RuntimeError(
+                f"The pipeline's keyword key {keyword_key!r} is not the best dictionary entry "
+                f"{ranked[0][1]!r}."
+            )
+        selection = keywords.assemble_result(
+            config.variant,
+            config.p,
+            ranked,
+            suspicious,
+            flagged,
+            labels=labels,
+            min_ngram=config.min_ngram,
+            max_ngram=config.max_ngram,
+            alpha=config.alpha,
+            s=s,
         )
-    selection = keywords.assemble_result(
-        config.variant,
-        config.p,
-        ranked,
-        suspicious,
-        flagged,
-        labels=labels,
-        min_ngram=config.min_ngram,
-        max_ngram=config.max_ngram,
-        alpha=config.alpha,
-        s=s,
-    )
-    result = detector.BKIResult(
-        config=config,
-        selection=selection,
-        scores=tuple(scores["deletion"]),
-        local_scores=None if "prefix" not in scores else tuple(scores["prefix"]),
-        detection=detector.as_detection(selection),
-        scan_seconds=time.time() - start,
-    )
+        result = detector.BKIResult(
+            config=config,
+            selection=selection,
+            scores=tuple(scores["deletion"]),
+            local_scores=None if "prefix" not in scores else tuple(scores["prefix"]),
+            detection=detector.as_detection(selection),
+            scan_seconds=time.time() - start,
+        )
     info = BeamScanInfo(
         runner=str(options.get_all_options().get("runner") or "DirectRunner"),
         pipeline_options={

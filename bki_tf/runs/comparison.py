@@ -130,7 +130,7 @@ class CompareConfig:
       calibration_share: Share of the clean test set held out to calibrate STRIP.
       pruning_asr_threshold: ASR that the reported pruning point must get below.
       seed: Seed of the calibration / evaluation split.
-      variant: Which BKI variant's scan and report give BKI's row (`paper`, `refined`).
+      variant: Which BKI variant's scan and report give BKI's row (`paper`, `refined`, `plus`).
       art: Also run ART's Activation Clustering and Spectral Signatures (`ART_DEFENCES`,
         with the `ac` / `ss` settings; needs the extra `pip install -e '.[art]'`).
     """
@@ -420,6 +420,18 @@ def bki_detection(scan: dict[str, Any], num_texts: int) -> detection.DetectionRe
     return detector.as_detection(result)
 
 
+def _plus_details(plus: dict | None) -> dict:
+    """BKI+'s decision for a comparison row's details (empty for the other variants)."""
+    if not isinstance(plus, dict):
+        return {}
+    return {
+        "backdoor_found": bool(plus.get("backdoor_found")),
+        "statistic": plus.get("statistic"),
+        "threshold": plus.get("threshold"),
+        "phrases": [k.get("phrase") for k in plus.get("keywords", [])],
+    }
+
+
 def _bki_wall_seconds(scan: dict, report: dict) -> float | None:
     """Scan + keyword identification (scan.json) plus retraining (report.json)."""
     total = scan.get("wall_seconds")
@@ -463,6 +475,7 @@ def _bki_row(
         evaluated_on="full test sets (report.json)",
         details={
             **result.report,
+            **_plus_details(scan.get("plus")),
             **ev.to_dict(),
             "scan_seconds": scan.get("wall_seconds"),
             "report": {k: v for k, v in report.items() if not isinstance(v, dict | list)},

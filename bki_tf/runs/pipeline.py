@@ -65,6 +65,8 @@ class ScanRecord:
       wall_seconds: The whole step.
       result: `KeywordResult.to_dict()`: the dictionary and per-text suspicious words.
       resumed_units: Scorer units read back from checkpoints instead of computed.
+      plus: `PlusResult.to_dict()` of the plus variant (its decision, keywords,
+        phrases and flagged texts), else None.
     """
 
     config: dict
@@ -81,6 +83,7 @@ class ScanRecord:
     wall_seconds: float
     result: dict
     resumed_units: int = 0
+    plus: dict | None = None
 
     @property
     def num_flagged(self) -> int:
@@ -103,8 +106,18 @@ class ScanRecord:
         d = {k: v for k, v in d.items() if k != "num_flagged"}
         return artifacts.dataclass_from_dict(cls, d, "scan record")
 
+    @property
+    def backdoor_found(self) -> bool:
+        """The plus variant's decision; True for the variants that always name a keyword."""
+        return True if self.plus is None else bool(self.plus["backdoor_found"])
+
     def summary(self) -> str:
         truth = "no ground truth" if self.evaluation is None else self.evaluation.summary()
+        if self.plus is not None and not self.backdoor_found:
+            return (
+                f"no backdoor found (statistic {self.plus['statistic']:.2f} < "
+                f"{self.plus['threshold']:.2f}); nothing flagged of {self.num_texts} texts"
+            )
         return (
             f"keyword {self.keyword!r}: {self.num_flagged} of {self.num_texts} texts flagged; "
             f"{truth}. {self.texts_per_second:.1f} texts/s"
@@ -150,6 +163,8 @@ class Report:
     attack_seconds: float
     scan_seconds: float
     retrain_seconds: float
+    backdoor_found: bool = True
+    phrases: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -433,11 +448,15 @@ def write_scan(
         wall_seconds=time.time() - start,
         result=result.selection.to_dict(),
         resumed_units=resumed,
+        plus=None if result.plus is None else result.plus.to_dict(),
     )
     reused = "" if source is None else f" (deletion scores reused from {source}/)"
+    found = (
+        "" if result.plus is None else f"{result.plus.summary()}\n\nFirst round's dictionary:\n\n"
+    )
     artifacts.write_text(
         os.path.join(folder, wd.SCAN_MD),
-        f"# BKI scan of {workdir}\n\n{result.selection.summary()}\n\n"
+        f"# BKI scan of {workdir}\n\n{found}{result.selection.summary()}\n\n"
         f"Scan: {len(lengths)} texts in {scan_seconds:.1f} s "
         f"({record.texts_per_second:.1f} texts/s){reused}.\n\n"
         "Detection against ground truth: "
@@ -694,6 +713,8 @@ def make_report(workdir: str, variant: str = "paper", clean_workdir: str | None 
         attack_seconds=metrics.wall_seconds,
         scan_seconds=scan.scan_seconds,
         retrain_seconds=ret.wall_seconds or 0.0,
+        backdoor_found=scan.backdoor_found,
+        phrases=None if scan.plus is None else tuple(k["phrase"] for k in scan.plus["keywords"]),
     )
     artifacts.write_json(os.path.join(workdir, names.report_json), report.to_dict())
     artifacts.write_text(os.path.join(workdir, names.report_md), format_report(report.to_dict()))
@@ -716,6 +737,8 @@ def _pct(x) -> str:
 def _keyword_cell(r: dict) -> str:
     label = r.get("keyword_label_name")
     cell = f"`{r['keyword']}`" + ("" if label is None else f" (label {label})")
+    if not r.get("backdoor_found", True):
+        cell += ": the test's top candidate, not removed"
     return cell + (", a trigger word" if r["keyword_in_trigger"] else "")
 
 
@@ -728,6 +751,14 @@ def format_report(r: dict) -> str:
         ("poisoning rate", _pct(r["poison_rate"])),
         ("poisoned / train", f"{r['num_poisoned']} / {r['num_train']}"),
         ("BKI variant, p", f"{r['variant']}, {r['p']}"),
+        *(
+            []
+            if r.get("phrases") is None
+            else [
+                ("backdoor found", "yes" if r.get("backdoor_found", True) else "no"),
+                ("trigger phrases found", ", ".join(f"`{x}`" for x in r["phrases"]) or "none"),
+            ]
+        ),
         ("keyword", _keyword_cell(r)),
         ("removed", f"{r['removed']} ({_pct(r['removed_share'])})"),
         ("precision", _pct(r["precision"])),

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
+
+import numpy as np
 
 from bki_tf import artifacts
 from bki_tf.bki.detector import BKIConfig
@@ -102,12 +105,18 @@ def cell_config(cell: GridCell, base: attack.AttackConfig) -> attack.AttackConfi
     )
 
 
+def seed_folder(cell: GridCell, seed: int | None) -> str:
+    """Sub-folder of a cell: `c.name`, or `c.name_seed<s>` in a multi-seed grid."""
+    return cell.name if seed is None else f"{cell.name}_seed{seed}"
+
+
 def run_grid(
     cells: list[GridCell],
     base_configs: dict[str, attack.AttackConfig],
     scan_config: BKIConfig,
     workdir: str,
     verbose: int | str = 2,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
     """Runs (or resumes) every cell and writes the tables after each one.
 
@@ -117,28 +126,103 @@ def run_grid(
         glove, training hyper-parameters); dataset/trigger/target/rate are set
         per cell.
       scan_config: BKI settings.
-      workdir: Root folder; cell `c` runs in `workdir/c.name`.
+      workdir: Root folder; cell `c` runs in `workdir/c.name`, or, with `seeds`,
+        once per seed `s` in `workdir/c.name_seed<s>` with the attack's `seed = s`
+        (data draw, poisoning and training); the tables then add each metric's mean
+        and standard deviation over the seeds (`seed_summary`).
+      seeds: Seeds to run every cell with; `None`: once, with the base config's seed.
 
     Returns:
-      The report of every finished cell.
+      The report of every finished cell (and seed: key `seed`).
+
+    Raises:
+      ValueError: On an empty or repeated seed list, or a dataset without a base config.
     """
+    if seeds is not None:
+        seeds = [int(x) for x in seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct integers, at least one; got {seeds}.")
     reports = []
     for cell in cells:
         if cell.dataset not in base_configs:
             raise ValueError(f"No base config for dataset {cell.dataset!r}.")
-        config = cell_config(cell, base_configs[cell.dataset])
-        clean = os.path.join(workdir, GridCell(cell.dataset, None).name)
-        clean_workdir = clean if cell.trigger is not None and attack.is_complete(clean) else None
-        report = pipeline.run_pipeline(
-            config,
-            scan_config,
-            os.path.join(workdir, cell.name),
-            verbose=verbose,
-            clean_workdir=clean_workdir,
-        )
-        reports.append({"cell": cell.name, "clean_run": cell.trigger is None, **report.to_dict()})
-        write_tables(reports, workdir, variant=scan_config.variant)
+        for seed in [None] if seeds is None else seeds:
+            config = cell_config(cell, base_configs[cell.dataset])
+            if seed is not None:
+                config = dataclasses.replace(config, seed=seed)
+            clean = os.path.join(workdir, seed_folder(GridCell(cell.dataset, None), seed))
+            clean_workdir = (
+                clean if cell.trigger is not None and attack.is_complete(clean) else None
+            )
+            report = pipeline.run_pipeline(
+                config,
+                scan_config,
+                os.path.join(workdir, seed_folder(cell, seed)),
+                verbose=verbose,
+                clean_workdir=clean_workdir,
+            )
+            row = {"cell": cell.name, "clean_run": cell.trigger is None, **report.to_dict()}
+            if seed is not None:
+                row["seed"] = seed
+            reports.append(row)
+            write_tables(reports, workdir, variant=scan_config.variant)
     return reports
+
+
+# Metrics averaged over seeds by `seed_summary`.
+SEED_METRICS = (
+    "precision",
+    "recall",
+    "removed_share",
+    "asr_before",
+    "accuracy_before",
+    "asr_after",
+    "accuracy_after",
+    "untriggered_target_share_after",
+    "asr_clean_model",
+)
+
+
+def seed_summary(reports: list[dict]) -> list[dict]:
+    """Per cell, each metric's mean and standard deviation (ddof 0) over its seeds.
+
+    Args:
+      reports: Rows of `run_grid` (with `seed` keys; rows without one count as one seed).
+
+    Returns:
+      One dict per cell, in first-seen order: `cell`, `dataset`, `trigger`,
+      `clean_run`, `seeds` and, per metric `m` of `SEED_METRICS`, `m_mean` and `m_std`
+      (None when no seed has a value), plus `backdoor_found` (the share of seeds).
+    """
+    cells: dict[str, list[dict]] = {}
+    for r in reports:
+        cells.setdefault(r["cell"], []).append(r)
+    out = []
+    for name, rows in cells.items():
+        first = rows[0]
+        row = {
+            "cell": name,
+            "dataset": first["dataset"],
+            "trigger": first["trigger"],
+            "clean_run": first["clean_run"],
+            "seeds": [r.get("seed") for r in rows],
+            "backdoor_found": float(np.mean([bool(r.get("backdoor_found", True)) for r in rows])),
+        }
+        for m in SEED_METRICS:
+            values = [
+                float(r[m])
+                for r in rows
+                if isinstance(r.get(m), int | float) and np.isfinite(float(r[m]))
+            ]
+            row[f"{m}_mean"] = float(np.mean(values)) if values else None
+            row[f"{m}_std"] = float(np.std(values)) if values else None
+        out.append(row)
+    return out
+
+
+def _pm(row: dict, metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    return "—" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def _pct(x) -> str:
@@ -207,9 +291,30 @@ def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> N
         "non-target test texts *without* the trigger the retrained model gives the target, "
         "and 'clean model's ASR' the clean run's model on the same triggered texts.",
     ]
+    seeded = any("seed" in r for r in reports)
+    summary = seed_summary(reports) if seeded else None
+    t4 = []
+    if summary:
+        t4 = [
+            "",
+            "## Mean ± std over seeds (%)",
+            "",
+            "| dataset | trigger | seeds | backdoor found | precision | recall | removed | "
+            "ASR before | accuracy before | ASR after | accuracy after | clean model's ASR |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in summary:
+            shown = "(clean)" if row["clean_run"] else f'"{row["trigger"]}"'
+            t4.append(
+                f"| {row['dataset']} | {shown} | {','.join(str(x) for x in row['seeds'])} | "
+                f"{100 * row['backdoor_found']:.0f} % | {_pm(row, 'precision')} | "
+                f"{_pm(row, 'recall')} | {_pm(row, 'removed_share')} | {_pm(row, 'asr_before')} | "
+                f"{_pm(row, 'accuracy_before')} | {_pm(row, 'asr_after')} | "
+                f"{_pm(row, 'accuracy_after')} | {_pm(row, 'asr_clean_model')} |"
+            )
     artifacts.write_text(
         os.path.join(workdir, tables_name(variant) + ".md"),
-        "\n".join(t2 + [""] + t3 + notes) + "\n",
+        "\n".join(t2 + [""] + t3 + notes + t4) + "\n",
     )
     artifacts.write_json(
         os.path.join(workdir, tables_name(variant) + ".json"),
@@ -220,5 +325,6 @@ def write_tables(reports: list[dict], workdir: str, variant: str = "paper") -> N
                 {"dataset": k[0], "trigger": k[1], **v} for k, v in PAPER_TABLE2.items()
             ],
             "paper_ranges": PAPER_RANGES,
+            "seed_summary": summary,
         },
     )

@@ -60,7 +60,7 @@ REMOVED_FILE = "removed_ids.json"
 FILTER_FILE = "filter.json"
 RETRAIN_METRICS_FILE = "metrics.json"
 
-VARIANTS = ("paper", "refined")
+VARIANTS = ("paper", "refined", "plus")
 
 
 @dataclasses.dataclass(frozen=True)
