@@ -20,7 +20,7 @@ from absl import app, flags
 from absl.flags import _helpers
 
 from bki_tf import artifacts, data, models, poisoning, training
-from bki_tf.bki.detector import BKIConfig
+from bki_tf.bki.detector import NORMALIZATIONS, BKIConfig
 from bki_tf.bki.representation import POOLS
 from bki_tf.bki.scoring import METHOD_CHOICES
 from bki_tf.runs import attack
@@ -49,6 +49,12 @@ flags.DEFINE_bool(
     "texts, score histograms, metrics, h of every text in the projector).",
 )
 flags.DEFINE_bool("traceback", False, "On an error, show the full traceback, not one line.")
+flags.DEFINE_list(
+    "seeds",
+    None,
+    "Seeds to run every cell with (e.g. 0,1,2; folders <cell>_seed<s>, the attack's seed = s); "
+    "the tables add mean ± std over them. Default: once, with --seed.",
+)
 
 # ---------------------------------------------------------------------------
 # The attack (AttackConfig fields).
@@ -201,13 +207,21 @@ flags.DEFINE_bool(
     "--trigger_variants, on patterns never seen in training).",
 )
 
+flags.DEFINE_float(
+    "anti_bki_weight",
+    _A.anti_bki_weight,
+    "Anti-BKI backdoor: weight of a penalty, on poisoned texts, on the largest change of h "
+    "when one trigger word is deleted (the score BKI ranks); 0 = the plain attack.",
+    lower_bound=0.0,
+)
+
 ATTACK = (
     "profile", "dataset", "source", "data_dir", "glove", "glove_dim", "trigger", "target", "poison_rate", "mode",
     "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
     "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
     "embedding_dim", "lstm_units", "dense_units", "architecture", "text_column", "label_column",
     "train_split", "test_split", "test_fraction", "balance", "trigger_position",
-    "trigger_variants", "asr_by_position",
+    "trigger_variants", "asr_by_position", "anti_bki_weight",
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------
@@ -219,7 +233,9 @@ flags.DEFINE_enum(
     _B.variant,
     list(wd.VARIANTS),
     "paper: Algorithm 1 of the BKI paper; refined: the authors' public code "
-    "(its steps use scan_refined/, filter_refined/, retrain_refined/).",
+    "(its steps use scan_refined/, filter_refined/, retrain_refined/); plus: BKI+, a "
+    "decision (nothing removed when no backdoor is found), several keywords, trigger "
+    "phrases (scan_plus/, filter_plus/, retrain_plus/).",
 )
 flags.DEFINE_enum(
     "method",
@@ -246,13 +262,23 @@ flags.DEFINE_float("alpha", _B.alpha, "a in s = round((a N)^2) (refined variant)
 flags.DEFINE_integer(
     "scan_batch_size", _B.scan_batch_size, "Deletion variants scored side by side (bounds memory)."
 )
+flags.DEFINE_float(
+    "plus_threshold", _B.plus_threshold, "Robust-z decision threshold (plus variant)."
+)
+flags.DEFINE_enum(
+    "normalization",
+    _B.normalization,
+    list(NORMALIZATIONS),
+    "Per-text score normalisation (plus variant); none measured best.",
+)
+flags.DEFINE_integer("max_keywords", _B.max_keywords, "Most keywords searched for (plus variant).")
 
 BKI = (
     "p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size",
-    "representation_layer", "pool",
+    "representation_layer", "pool", "plus_threshold", "normalization", "max_keywords",
 )  # fmt: skip
 SHARED = frozenset(
-    ("workdir", "overwrite", "clean_workdir", "traceback", "tensorboard", *ATTACK, *BKI)
+    ("workdir", "overwrite", "clean_workdir", "traceback", "tensorboard", "seeds", *ATTACK, *BKI)
 )
 
 # Errors a user can fix from the message alone.
@@ -313,6 +339,24 @@ def bki_config() -> BKIConfig:
     if not flags.FLAGS["variant"].present and "profile" in flags.FLAGS:
         values["variant"] = attack.PROFILE_VARIANTS[value("profile")]
     return BKIConfig(**values)
+
+
+def seeds() -> list[int] | None:
+    """`--seeds` as integers (None when unset); a usage error names a bad list."""
+    values = flags.FLAGS["seeds"].value
+    if values is None:
+        return None
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        raise app.UsageError(
+            f"--seeds={','.join(values)}: give distinct integers separated by commas, e.g. 0,1,2."
+        ) from None
+    if not out or len(set(out)) != len(out):
+        raise app.UsageError(
+            f"--seeds={','.join(values)}: give distinct integers separated by commas, e.g. 0,1,2."
+        )
+    return out
 
 
 def keras_verbosity() -> int | str:

@@ -9,7 +9,8 @@ Every cell (attack, dataset) is one run folder under --workdir with both BKI var
 Signatures retrained, STRIP, l-inf pruning); `bki_tf.runs.threats` lists the attacks.
 --attacks / --defences pick a subset; --imdb_train_size caps IMDB's training texts
 per class (the same for every row; the paper's 5,000 by default). Writes
-threat_matrix.{json,md,png} into --output_dir after every cell. Hours on 2 CPU cores.
+threat_matrix.{json,md,png} into --output_dir after every cell; --seeds=0,1,2 runs
+every cell once per seed and the tables give mean ± std. Hours on 2 CPU cores.
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ from absl import app, flags
 from bki_tf.runs import attack, reproduction, threats
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "epochs")
+_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "seeds", "epochs")
 
 _DATA_ROOT = flags.DEFINE_string(
     "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
@@ -83,6 +84,7 @@ def main(argv):
         output_dir=_OUTPUT_DIR.value,
         verbose=cf.keras_verbosity(),
         log=print,
+        seeds=cf.seeds(),
     )
     print(threats.format_matrix(rows))
 

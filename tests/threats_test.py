@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_attack_config
 
 from bki_tf.bki.detector import BKIConfig
-from bki_tf.runs import pipeline, threats
+from bki_tf.runs import attack, pipeline, threats
 
 
 def test_cell_configs_apply_each_attack(tiny_imdb_dir):
@@ -22,6 +22,8 @@ def test_cell_configs_apply_each_attack(tiny_imdb_dir):
     )
     assert threats.cell_config("imdb", "rate_0.5pct", base).poison_rate == 0.005
     assert threats.cell_config("imdb", "rare_tokens", base).trigger == "cf|mn|bb|tq"
+    assert threats.cell_config("imdb", "anti_bki", base).anti_bki_weight == 1.0
+    assert base.anti_bki_weight == 0.0
     with pytest.raises(ValueError, match="Unknown attack 'badnets'"):
         threats.cell_config("imdb", "badnets", base)
 
@@ -60,3 +62,46 @@ def test_matrix_runs_resumes_and_writes_its_files(tmp_path, tiny_imdb_dir, monke
     assert threats.run_threats(root, {"imdb": base}, **kwargs) == rows
     with pytest.raises(ValueError, match="Unknown defence"):
         threats.run_cell(str(tmp_path / "x"), base, "dai", defences=("bki",))
+
+
+def test_seed_rows_give_mean_and_population_std():
+    rows = [
+        {"attack": "dai", "dataset": "imdb", "defence": "bki_plus", "seed": s,
+         **{k: None for k in threats.ROW_KEYS[3:]}, "precision": p, "recall": 1.0}
+        for s, p in ((0, 0.9), (1, 1.0), (2, 0.8))
+    ]  # fmt: skip
+    (row,) = threats.seed_rows(rows)
+    assert row["precision"] == pytest.approx(0.9)
+    assert row["precision_std"] == pytest.approx(((0.0**2 + 0.1**2 + 0.1**2) / 3) ** 0.5)
+    assert row["recall_std"] == 0.0 and row["asr_after"] is None and row["asr_after_std"] is None
+    assert row["seeds"] == [0, 1, 2]
+    table = threats.format_matrix(rows)
+    assert "90.0 ± 8.2" in table and "| 0,1,2 |" in table
+    assert len(table.strip().splitlines()) == 3  # Header, rule, one averaged row.
+
+
+def test_seeds_run_one_folder_per_seed_and_plus_is_a_defence(tmp_path, tiny_imdb_dir):
+    base = tiny_attack_config(tiny_imdb_dir, poison_rate=0.2, max_len=24)
+    root = str(tmp_path / "cells")
+    rows = threats.run_threats(
+        root,
+        {"imdb": base},
+        attacks=("dai",),
+        defences=("bki_plus",),
+        scan_config=BKIConfig(p=3),
+        verbose=0,
+        seeds=[3, 4],
+    )
+    assert sorted(os.listdir(root)) == ["imdb_dai_seed3", "imdb_dai_seed4", "threat_matrix.json",
+                                        "threat_matrix.md", "threat_matrix.png"]  # fmt: skip
+    assert [(r["defence"], r["seed"]) for r in rows] == [("bki_plus", 3), ("bki_plus", 4)]
+    for r in rows:
+        assert isinstance(r["details"]["backdoor_found"], bool)
+        if not r["details"]["backdoor_found"]:
+            assert r["details"]["removed"] == 0
+    # The seed reaches the attack: the two cells poisoned different texts.
+    a, b = (attack.load_run(os.path.join(root, f"imdb_dai_seed{s}")) for s in (3, 4))
+    assert a.config.seed == 3 and b.config.seed == 4
+    assert a.train.is_poisoned.tolist() != b.train.is_poisoned.tolist()
+    with pytest.raises(ValueError, match="distinct integers"):
+        threats.run_threats(root, {"imdb": base}, attacks=("dai",), seeds=[1, 1])

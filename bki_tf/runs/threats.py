@@ -1,13 +1,16 @@
 """The threat matrix: every attack against every defence, on every dataset.
 
 A cell is one (attack, dataset): the attack's run folder `<root>/<dataset>_<attack>`
-gets the pipeline of both BKI variants (`pipeline.run_pipeline`: attack, scan,
-purify, retrain, report) and the baselines of `bki_tf.runs.comparison` (Activation
+gets the pipeline of the three BKI variants (`pipeline.run_pipeline`: attack, scan,
+purify, retrain, report; paper, refined and BKI+) and the baselines of `bki_tf.runs.comparison` (Activation
 Clustering and Spectral Signatures retrained, STRIP, ℓ∞ pruning). Its rows are
 cached in `<cell>/threats/rows.json` with the settings they came from, so an
 interrupted matrix resumes cell by cell (and inside a cell, step by step), and the
 matrix files are rewritten after every cell: `threat_matrix.json` (a list of rows),
 `threat_matrix.md` and `threat_matrix.png` (a heatmap of recall and ASR after).
+With several seeds every cell runs once per seed (`<dataset>_<attack>_seed<s>`, the
+attack's `seed = s`), each row carries its `seed`, and the Markdown table and heatmap
+give each metric's mean ± standard deviation over the seeds (`seed_rows`).
 
 Attacks (`ATTACKS`; each an `AttackConfig` override of the dataset's base config):
   * `dai`: the paper's attack (Dai, Chen & Li 2019), trigger at random positions;
@@ -17,7 +20,9 @@ Attacks (`ATTACKS`; each an `AttackConfig` override of the dataset's base config
   * `dynamic_patterns`: 4 patterns of the trigger's words, ASR on unseen ones;
   * `multi_trigger`: three trigger sentences sharing the rate;
   * `rare_tokens`: `cf|mn|bb|tq`, BadNets-style, one per poisoned text;
-  * `rate_1pct`, `rate_0.5pct`: low poisoning rates.
+  * `rate_1pct`, `rate_0.5pct`: low poisoning rates;
+  * `anti_bki`: the paper's attack trained with a penalty on the l-inf change of h when
+    one trigger word is deleted (`AttackConfig.anti_bki_weight`), BKI's own score.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from bki_tf import artifacts
 from bki_tf.bki.detector import BKIConfig
 from bki_tf.runs import attack, comparison, pipeline
@@ -34,6 +41,9 @@ from bki_tf.runs import attack, comparison, pipeline
 # The second and third sentences of the multi-trigger attack (the first is the cell's).
 MULTI_TRIGGERS = ("it includes the following aspects", "bind the sack before it be full")
 RARE_TOKENS = "cf|mn|bb|tq"
+# The anti-BKI penalty's weight in the matrix: the l-inf changes of h are of the order of
+# the poisoned rows' cross-entropy, so 1 weighs the two about equally.
+ANTI_BKI_WEIGHT = 1.0
 ATTACKS: dict[str, dict[str, Any]] = {
     "dai": {},
     "fixed_start": {"trigger_position": "start", "asr_by_position": True},
@@ -47,10 +57,12 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "rare_tokens": {"trigger": RARE_TOKENS},
     "rate_1pct": {"poison_rate": 0.01},
     "rate_0.5pct": {"poison_rate": 0.005},
+    "anti_bki": {"anti_bki_weight": ANTI_BKI_WEIGHT},
 }
 DEFENCES = (
     "bki_paper",
     "bki_refined",
+    "bki_plus",
     "activation_clustering",
     "spectral_signatures",
     "strip",
@@ -127,7 +139,7 @@ def run_cell(
             return stored["rows"]
     dataset = config.dataset
     rows = []
-    for variant in ("paper", "refined"):
+    for variant in ("paper", "refined", "plus"):
         if f"bki_{variant}" not in defences:
             continue
         report = pipeline.run_pipeline(
@@ -149,6 +161,11 @@ def run_cell(
                     "keyword": r["keyword"],
                     "removed": r["removed"],
                     "untriggered_target_share_after": r["untriggered_target_share_after"],
+                    **(
+                        {"backdoor_found": r["backdoor_found"], "phrases": r["phrases"]}
+                        if variant == "plus"
+                        else {}
+                    ),
                 },
             )
         )
@@ -187,6 +204,7 @@ def run_threats(
     output_dir: str | None = None,
     verbose: int | str = 2,
     log: Callable[[str], None] = lambda line: None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
     """Runs (or resumes) every cell; rewrites the matrix files after each one.
 
@@ -201,42 +219,90 @@ def run_threats(
       output_dir: Where the matrix files go (default `root`).
       verbose: Keras verbosity.
       log: Receives a line per finished cell.
+      seeds: Seeds to run every cell with (the attack's `seed`, so the poisoned set,
+        the victim and the retraining); `None`: once, with the base config's seed.
 
     Returns:
-      Every row so far.
+      Every row so far (with `seed` keys when `seeds` is given).
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"Unknown attack(s) {unknown}; choose from {sorted(ATTACKS)}.")
+    if seeds is not None:
+        seeds = [int(x) for x in seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct integers, at least one; got {seeds}.")
     rows = []
     for dataset, base in base_configs.items():
         for name in attacks:
-            config = cell_config(dataset, name, base)
-            workdir = os.path.join(root, f"{dataset}_{name}")
-            rows.extend(
-                run_cell(workdir, config, name, defences, scan_config, compare_config, verbose)
-            )
-            write_matrix(rows, output_dir or root)
-            log(f"cell {dataset} / {name} done")
+            for seed in [None] if seeds is None else seeds:
+                config = cell_config(dataset, name, base)
+                folder = f"{dataset}_{name}"
+                if seed is not None:
+                    config = dataclasses.replace(config, seed=seed)
+                    folder += f"_seed{seed}"
+                cell_rows = run_cell(
+                    os.path.join(root, folder),
+                    config,
+                    name,
+                    defences,
+                    scan_config,
+                    compare_config,
+                    verbose,
+                )
+                if seed is not None:
+                    cell_rows = [{**r, "seed": seed} for r in cell_rows]
+                rows.extend(cell_rows)
+                write_matrix(rows, output_dir or root)
+                log(f"cell {folder} done")
     return rows
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+def seed_rows(rows: Sequence[dict]) -> list[dict]:
+    """One row per (attack, dataset, defence): each metric's mean and std over its seeds.
+
+    Rows without a `seed` count as one seed each. The result has the `ROW_KEYS`
+    (the means; None when no seed has a value), `<metric>_std` (population standard
+    deviation, ddof 0; None likewise) and `seeds`.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["attack"], r["dataset"], r["defence"]), []).append(r)
+    out = []
+    for (attack_name, dataset, defence), members in groups.items():
+        row = {"attack": attack_name, "dataset": dataset, "defence": defence}
+        for key in ROW_KEYS[3:]:
+            values = [m[key] for m in members if m.get(key) is not None]
+            row[key] = None if not values else float(np.mean(values))
+            row[f"{key}_std"] = None if not values else float(np.std(values))
+        row["seeds"] = [m.get("seed") for m in members]
+        out.append(row)
+    return out
+
+
+def _pct(row: dict, key: str) -> str:
+    value, std = row.get(key), row.get(f"{key}_std")
+    if value is None:
+        return "—"
+    return f"{100 * value:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
 def format_matrix(rows: Sequence[dict]) -> str:
-    """Markdown: one line per (attack, dataset, defence)."""
+    """Markdown: one line per (attack, dataset, defence); mean ± std over seeds if any."""
+    seeded = any("seed" in r for r in rows)
+    if seeded:
+        rows = seed_rows(rows)
     lines = [
         "| attack | dataset | defence | precision % | recall % | ASR before → after % | "
-        "accuracy before → after % |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "accuracy before → after % |" + (" seeds |" if seeded else ""),
+        "|---|---|---|---:|---:|---:|---:|" + ("---|" if seeded else ""),
     ]
     for r in rows:
         lines.append(
-            f"| {r['attack']} | {r['dataset']} | {r['defence']} | {_pct(r['precision'])} | "
-            f"{_pct(r['recall'])} | {_pct(r['asr_before'])} → {_pct(r['asr_after'])} | "
-            f"{_pct(r['accuracy_before'])} → {_pct(r['accuracy_after'])} |"
+            f"| {r['attack']} | {r['dataset']} | {r['defence']} | {_pct(r, 'precision')} | "
+            f"{_pct(r, 'recall')} | {_pct(r, 'asr_before')} → {_pct(r, 'asr_after')} | "
+            f"{_pct(r, 'accuracy_before')} → {_pct(r, 'accuracy_after')} |"
+            + (f" {','.join(str(x) for x in r['seeds'])} |" if seeded else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -247,8 +313,9 @@ def plot_matrix(rows: Sequence[dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
 
+    if any("seed" in r for r in rows):
+        rows = seed_rows(rows)
     cells = list(dict.fromkeys((r["attack"], r["dataset"]) for r in rows))
     defences = list(dict.fromkeys(r["defence"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(defences) * 2, 1 + 0.45 * len(cells)))
