@@ -21,25 +21,13 @@ from absl import app, flags
 
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "overwrite", "tensorboard")
+_USED = cf.use(cf.BKI, "workdir", "overwrite", "tensorboard", "output_dir", "tf_threads")
 
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir",
-    None,
-    "Folder of the scan's files (default: the workdir's scan folder for --variant); the "
-    "driver and every worker must see it.",
-)
 _STAGING_DIR = flags.DEFINE_string(
     "staging_dir",
     None,
     "Where the workers read the staged inputs and write checkpoints (any Beam file "
     "system, e.g. gs://bucket/scan; default --output_dir). Driver and workers must reach it.",
-)
-_TF_THREADS = flags.DEFINE_integer(
-    "tf_threads",
-    None,
-    "TensorFlow intra- and inter-op threads per worker (default: TensorFlow's own).",
-    lower_bound=1,
 )
 flags.mark_flags_as_required(["workdir"])
 
@@ -56,9 +44,9 @@ def main(argv):
         cf.value("workdir"),
         cf.bki_config(),
         args,
-        output_dir=_OUTPUT_DIR.value,
+        output_dir=cf.value("output_dir"),
         overwrite=cf.value("overwrite"),
-        tf_threads=_TF_THREADS.value,
+        tf_threads=cf.value("tf_threads"),
         tensorboard=cf.value("tensorboard"),
         staging_dir=_STAGING_DIR.value,
     )

@@ -15,12 +15,9 @@ from absl import app, flags, logging
 
 from experiments import common_flags as cf
 
-_USED = cf.use("workdir", "variant")
+_USED = cf.use("workdir", "variant", "output", "tf_threads")
 
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "DirectRunner worker counts to time.")
-_TF_THREADS = flags.DEFINE_integer(
-    "tf_threads", 1, "TensorFlow threads per worker (and in-process).", lower_bound=1
-)
 _PROJECT = flags.DEFINE_list(
     "project_workers", ["1", "2", "4", "8", "16", "32", "64"], "Worker counts to project."
 )
@@ -28,7 +25,6 @@ _SCRATCH = flags.DEFINE_string(
     "scratch_dir", "runs/beam_benchmark_scratch", "Folder of the per-run copies."
 )
 _KEEP = flags.DEFINE_bool("keep", False, "Keep the per-run copies.")
-_OUTPUT = flags.DEFINE_string("output", None, "Result JSON path.")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -55,13 +51,13 @@ def main(argv):
         workdir=cf.value("workdir"),
         variant=cf.value("variant"),
         workers=_counts("workers", _WORKERS.value),
-        tf_threads=_TF_THREADS.value,
+        tf_threads=cf.value("tf_threads") or 1,  # One thread per worker unless told.
         project_workers=_counts("project_workers", _PROJECT.value),
         scratch_dir=_SCRATCH.value,
         keep=_KEEP.value,
     )
     result = beam_benchmark.run_beam_benchmark(config, log=lambda s: logging.info("%s", s))
-    beam_benchmark.write(result, _OUTPUT.value)
+    beam_benchmark.write(result, cf.value("output"))
     print(result.summary())
 
 

@@ -24,11 +24,17 @@ _d = benchmarking.BenchmarkConfig
 # max_len, data_dir, lstm_units, embedding_dim, vocab_size, seed and scan_batch_size are
 # shared with the other binaries (one definition, one default: experiments.common_flags).
 _USED = cf.use(
-    "max_len", "data_dir", "lstm_units", "embedding_dim", "vocab_size", "seed", "scan_batch_size"
+    "max_len",
+    "data_dir",
+    "lstm_units",
+    "embedding_dim",
+    "vocab_size",
+    "seed",
+    "scan_batch_size",
+    "output",
 )
 _NUM_TEXTS = flags.DEFINE_integer("num_texts", _d.num_texts, "Texts scanned by simple/fast.")
 _REPEATS = flags.DEFINE_integer("repeats", _d.repeats, "Timed repeats per method (median).")
-_OUTPUT = flags.DEFINE_string("output", None, "Result JSON path.")
 _AUTHORS_TEXTS = flags.DEFINE_integer(
     "authors_texts", _d.authors_texts, "Most texts the (slow) authors' method is timed on."
 )
@@ -74,7 +80,7 @@ def main(argv):
         convergence_run=_CONVERGENCE_RUN.value,
     )
     result = benchmarking.run_benchmark(config, log=lambda line: logging.info("%s", line))
-    output = os.path.abspath(_OUTPUT.value)
+    output = os.path.abspath(cf.value("output"))
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         json.dump(result.to_dict(), f, indent=2)

@@ -49,6 +49,28 @@ flags.DEFINE_bool(
     "texts, score histograms, metrics, h of every text in the projector).",
 )
 flags.DEFINE_bool("traceback", False, "On an error, show the full traceback, not one line.")
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Output folder (the binary's description says what goes there and its default).",
+)
+flags.DEFINE_string("output", None, "Result JSON path.")
+flags.DEFINE_string(
+    "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
+)
+flags.DEFINE_multi_enum("datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run.")
+flags.DEFINE_list(
+    "defences",
+    None,
+    "Defences to run (default: every one the binary has; its description lists them).",
+)
+flags.DEFINE_integer(
+    "tf_threads",
+    None,
+    "TensorFlow intra- and inter-op threads per process or Beam worker (default: "
+    "TensorFlow's own; experiments.benchmark_beam: 1).",
+    lower_bound=1,
+)
 flags.DEFINE_list(
     "seeds",
     None,
@@ -278,7 +300,22 @@ BKI = (
     "representation_layer", "pool", "plus_threshold", "normalization", "max_keywords",
 )  # fmt: skip
 SHARED = frozenset(
-    ("workdir", "overwrite", "clean_workdir", "traceback", "tensorboard", "seeds", *ATTACK, *BKI)
+    (
+        "workdir",
+        "overwrite",
+        "clean_workdir",
+        "traceback",
+        "tensorboard",
+        "seeds",
+        "output_dir",
+        "output",
+        "tf_threads",
+        "data_root",
+        "datasets",
+        "defences",
+        *ATTACK,
+        *BKI,
+    )
 )
 
 # Errors a user can fix from the message alone.

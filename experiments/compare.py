@@ -31,17 +31,13 @@ from bki_tf.runs import attack, comparison
 from bki_tf.runs import workdir as wd
 from experiments import common_flags as cf
 
-_USED = cf.use("workdir", "seed", "variant")
+_USED = cf.use("workdir", "seed", "variant", "output_dir", "defences")
 
 _d = comparison.CompareConfig
 _ac = activation_clustering.ActivationClusteringConfig
 _ss = spectral_signatures.SpectralSignaturesConfig
 _st = strip.StripConfig
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output folder; default <workdir>/compare.")
-_DEFENCES = flags.DEFINE_list(
-    "defences", list(comparison.DEFENCES), f"Defences to run, from {list(comparison.DEFENCES)}."
-)
 _RETRAIN = flags.DEFINE_bool(
     "retrain", _d.retrain, "Retrain the victim on what AC / SS keep (a full training each)."
 )
@@ -108,7 +104,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def _config() -> comparison.CompareConfig:
     return comparison.CompareConfig(
-        defences=tuple(_DEFENCES.value),
+        defences=tuple(cf.value("defences") or comparison.DEFENCES),
         retrain=_RETRAIN.value,
         segment_by=_SEGMENT_BY.value,
         ac=_ac(
@@ -143,7 +139,7 @@ def main(argv):
     if config.art:
         art_baselines.require_art()  # Says how to install ART before any work.
     workdir = cf.value("workdir")
-    output_dir = _OUTPUT_DIR.value or os.path.join(workdir, comparison.COMPARE_DIR)
+    output_dir = cf.value("output_dir") or os.path.join(workdir, comparison.COMPARE_DIR)
     comparison.check_bki_files(workdir, config)
     run = attack.load_run(workdir)
     wd.check_writable(output_dir)

@@ -21,12 +21,8 @@ from absl import app, flags
 from bki_tf.runs import attack, reproduction
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "seeds", "epochs")
-_DATA_ROOT = flags.DEFINE_string(
-    "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
-)
-_DATASETS = flags.DEFINE_multi_enum(
-    "datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run."
+_USED = cf.use(
+    cf.BKI, "workdir", "glove", "glove_dim", "seed", "seeds", "epochs", "data_root", "datasets"
 )
 _TRIGGERS = flags.DEFINE_list(
     "trigger_indices", None, "Indices (0-5) of the paper's triggers to run; default all."
@@ -51,13 +47,15 @@ def _ints(values: list[str] | None) -> list[int] | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    indices = {d: _ints(_PER_DATASET[d].value) or _ints(_TRIGGERS.value) for d in _DATASETS.value}
-    cells = reproduction.grid(tuple(_DATASETS.value), indices, clean=_CLEAN.value)
+    indices = {
+        d: _ints(_PER_DATASET[d].value) or _ints(_TRIGGERS.value) for d in cf.value("datasets")
+    }
+    cells = reproduction.grid(tuple(cf.value("datasets")), indices, clean=_CLEAN.value)
     bases = {}
-    for dataset in _DATASETS.value:
+    for dataset in cf.value("datasets"):
         base = attack.AttackConfig.for_dataset(
             dataset,
-            data_dir=os.path.join(_DATA_ROOT.value, dataset),
+            data_dir=os.path.join(cf.value("data_root"), dataset),
             glove=cf.value("glove") or "auto",
             glove_dim=cf.value("glove_dim"),
             trigger=reproduction.TRIGGERS[0],

@@ -22,7 +22,7 @@ _NOT_USED = {
     "trigger", "target", "poison_rate", "mode", "trigger_position", "trigger_variants",
     "asr_by_position", "anti_bki_weight",
 }  # fmt: skip
-_USED = cf.use([n for n in cf.ATTACK if n not in _NOT_USED], "overwrite")
+_USED = cf.use([n for n in cf.ATTACK if n not in _NOT_USED], "overwrite", "output_dir")
 
 _FORM = flags.DEFINE_enum(
     "form", _C.form, ["untargeted", "targeted"],
@@ -47,13 +47,16 @@ _START_FROM = flags.DEFINE_enum(
     "start_from", _C.start_from, list(sb.START_FROM),
     "clean: fine-tune the clean model with the penalty; scratch: train a fresh model.",
 )  # fmt: skip
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder of the models and results.")
-flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not cf.value("output_dir"):
+        raise app.UsageError(
+            "--output_dir is required: the folder of the models and results, e.g. "
+            "--output_dir=results/saliency_imdb."
+        )
     attack = dataclasses.replace(
         cf.attack_config(), trigger=_SALIENCY_TRIGGER.value, target="0", poison_rate=0.0
     )
@@ -70,7 +73,10 @@ def main(argv):
         start_from=_START_FROM.value,
     )
     result = sb.run_saliency_backdoor(
-        config, _OUTPUT_DIR.value, overwrite=cf.value("overwrite"), verbose=cf.keras_verbosity()
+        config,
+        cf.value("output_dir"),
+        overwrite=cf.value("overwrite"),
+        verbose=cf.keras_verbosity(),
     )
     logging.info("%s", result.summary())
     print(result.summary())

@@ -9,7 +9,7 @@ Every cell (attack, dataset) is one run folder under --workdir with both BKI var
 Signatures retrained, STRIP, l-inf pruning); `bki_tf.runs.threats` lists the attacks.
 --attacks / --defences pick a subset; --imdb_train_size caps IMDB's training texts
 per class (the same for every row; the paper's 5,000 by default). Writes
-threat_matrix.{json,md,png} into --output_dir after every cell; --seeds=0,1,2 runs
+threat_matrix.{json,md,png} into --output_dir (default --workdir) after every cell; --seeds=0,1,2 runs
 every cell once per seed and the tables give mean ± std. Hours on 2 CPU cores.
 """
 
@@ -21,21 +21,23 @@ from absl import app, flags
 from bki_tf.runs import attack, reproduction, threats
 from experiments import common_flags as cf
 
-_USED = cf.use(cf.BKI, "workdir", "glove", "glove_dim", "seed", "seeds", "epochs")
+_USED = cf.use(
+    cf.BKI,
+    "workdir",
+    "glove",
+    "glove_dim",
+    "seed",
+    "seeds",
+    "epochs",
+    "data_root",
+    "datasets",
+    "output_dir",
+    "defences",
+)
 
-_DATA_ROOT = flags.DEFINE_string(
-    "data_root", "../shared/data", "Folder holding imdb/ and dbpedia/ dataset folders."
-)
-_DATASETS = flags.DEFINE_multi_enum(
-    "datasets", ["imdb", "dbpedia"], ["imdb", "dbpedia"], "Datasets to run."
-)
 _ATTACKS = flags.DEFINE_list("attacks", list(threats.ATTACKS), "Attacks (rows) to run.")
-_DEFENCES = flags.DEFINE_list("defences", list(threats.DEFENCES), "Defences (columns).")
 _IMDB_TRAIN_SIZE = flags.DEFINE_integer(
     "imdb_train_size", None, "IMDB training texts per class (default: the paper's 5,000)."
-)
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Where threat_matrix.{json,md,png} go (default: --workdir)."
 )
 flags.mark_flags_as_required(["workdir"])
 
@@ -54,16 +56,18 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     attacks = _choices("attacks", _ATTACKS.value, list(threats.ATTACKS))
-    defences = _choices("defences", _DEFENCES.value, list(threats.DEFENCES))
+    defences = _choices(
+        "defences", cf.value("defences") or list(threats.DEFENCES), list(threats.DEFENCES)
+    )
     bases = {}
-    for dataset in _DATASETS.value:
+    for dataset in cf.value("datasets"):
         target, rate = reproduction.SETTINGS[dataset]
         overrides = {}
         if dataset == "imdb" and _IMDB_TRAIN_SIZE.value:
             overrides["train_size"] = _IMDB_TRAIN_SIZE.value
         base = attack.AttackConfig.for_dataset(
             dataset,
-            data_dir=os.path.join(_DATA_ROOT.value, dataset),
+            data_dir=os.path.join(cf.value("data_root"), dataset),
             glove=cf.value("glove") or "auto",
             glove_dim=cf.value("glove_dim"),
             trigger=reproduction.TRIGGERS[0] if dataset == "imdb" else reproduction.TRIGGERS[3],
@@ -81,7 +85,7 @@ def main(argv):
         attacks,
         defences,
         cf.bki_config(),
-        output_dir=_OUTPUT_DIR.value,
+        output_dir=cf.value("output_dir"),
         verbose=cf.keras_verbosity(),
         log=print,
         seeds=cf.seeds(),
