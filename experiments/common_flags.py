@@ -23,7 +23,7 @@ from bki_tf import artifacts, data, models, poisoning, training
 from bki_tf.bki.detector import NORMALIZATIONS, BKIConfig
 from bki_tf.bki.representation import POOLS
 from bki_tf.bki.scoring import METHOD_CHOICES
-from bki_tf.runs import attack
+from bki_tf.runs import attack, reproduction
 from bki_tf.runs import workdir as wd
 
 _A = attack.AttackConfig
@@ -384,15 +384,11 @@ def seeds() -> list[int] | None:
     if values is None:
         return None
     try:
-        out = [int(v) for v in values]
+        out = reproduction.check_seeds(values)
     except ValueError:
         raise app.UsageError(
             f"--seeds={','.join(values)}: give distinct integers separated by commas, e.g. 0,1,2."
         ) from None
-    if not out or len(set(out)) != len(out):
-        raise app.UsageError(
-            f"--seeds={','.join(values)}: give distinct integers separated by commas, e.g. 0,1,2."
-        )
     return out
 
 

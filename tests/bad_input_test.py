@@ -488,6 +488,13 @@ CASES = (
         r"\['x'\]",
         absent=("grid",),
     ),
+    Case(
+        "threats_repeated_seeds",
+        "threats",
+        ("--workdir={case}/matrix", "--data_root={case}/no_data", "--seeds=0,0"),
+        r"--seeds=0,0: give distinct integers",
+        absent=("matrix",),
+    ),
 )
 
 # The --traceback check: one expected error, shown as a traceback instead of one line.

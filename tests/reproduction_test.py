@@ -77,3 +77,10 @@ def test_seed_folders_and_bad_seed_lists():
     for seeds in ([], [0, 0]):
         with pytest.raises(ValueError, match="seeds must be distinct"):
             reproduction.run_grid([cell], {}, BKIConfig(), "/nonexistent", seeds=seeds)
+
+
+def test_check_seeds():
+    assert reproduction.check_seeds(["2", 0, 1]) == [2, 0, 1]
+    for seeds in ([], [3, 3], ["x"], [1.5], [None]):
+        with pytest.raises(ValueError, match="seeds must be distinct integers"):
+            reproduction.check_seeds(seeds)

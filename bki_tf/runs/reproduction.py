@@ -110,6 +110,27 @@ def seed_folder(cell: GridCell, seed: int | None) -> str:
     return cell.name if seed is None else f"{cell.name}_seed{seed}"
 
 
+def check_seeds(seeds: Sequence) -> list[int]:
+    """`seeds` as a list of distinct integers (at least one).
+
+    Raises:
+      ValueError: On an empty list, a repeated seed or a value that is not an integer.
+    """
+    try:
+        out = [int(x) for x in seeds]
+    except (TypeError, ValueError):
+        out = None
+    if (
+        not out
+        or len(set(out)) != len(out)
+        or any(isinstance(x, float) and not float(x).is_integer() for x in seeds)
+    ):
+        raise ValueError(
+            f"seeds must be distinct integers, at least one (e.g. 0,1,2); got {list(seeds)}."
+        )
+    return out
+
+
 def run_grid(
     cells: list[GridCell],
     base_configs: dict[str, attack.AttackConfig],
@@ -139,9 +160,7 @@ def run_grid(
       ValueError: On an empty or repeated seed list, or a dataset without a base config.
     """
     if seeds is not None:
-        seeds = [int(x) for x in seeds]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct integers, at least one; got {seeds}.")
+        seeds = check_seeds(seeds)
     reports = []
     for cell in cells:
         if cell.dataset not in base_configs:

@@ -36,7 +36,7 @@ import numpy as np
 
 from bki_tf import artifacts
 from bki_tf.bki.detector import BKIConfig
-from bki_tf.runs import attack, comparison, pipeline
+from bki_tf.runs import attack, comparison, pipeline, reproduction
 
 # The second and third sentences of the multi-trigger attack (the first is the cell's).
 MULTI_TRIGGERS = ("it includes the following aspects", "bind the sack before it be full")
@@ -229,9 +229,7 @@ def run_threats(
     if unknown:
         raise ValueError(f"Unknown attack(s) {unknown}; choose from {sorted(ATTACKS)}.")
     if seeds is not None:
-        seeds = [int(x) for x in seeds]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct integers, at least one; got {seeds}.")
+        seeds = reproduction.check_seeds(seeds)
     rows = []
     for dataset, base in base_configs.items():
         for name in attacks:
