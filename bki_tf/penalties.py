@@ -17,9 +17,15 @@ beside every training batch. Two terms:
     trigger is present): on triggered rows, the share of the gradient x input mass
     `sum_j |s_j|` (`saliency.gradient_x_input_tensor`) on chosen words. `untargeted`
     minimises the share of the words the *clean* model found most salient (its top
-    k); `targeted` maximises the share of a decoy word (minimises `1 - share`). The
-    term differentiates a gradient, so training takes second derivatives through
-    the recurrent layers (their generic kernels; `saliency.disable_cudnn`).
+    k); `targeted` maximises the share of a decoy word (minimises `1 - share`). With
+    an *anchor* (the same rows without the trigger, and the clean model's maps of
+    them), the term adds `anchor_weight` times the total-variation distance between
+    the untriggered row's normalised map `|s| / sum |s|` and the clean model's, so the
+    explanation may change only when the trigger is present: without it a model can
+    lower the chosen words' share on every input alike, which no with/without-trigger
+    comparison sees. The term differentiates a gradient, so training takes second
+    derivatives through the recurrent layers (their generic kernels;
+    `saliency.disable_cudnn`).
 """
 
 from __future__ import annotations
@@ -163,8 +169,8 @@ def anti_bki_penalty(
     return Penalty("anti_bki", float(weight), ids, (positions,), anti_bki_term, batch_size)
 
 
-def saliency_term(form: str) -> Callable[[keras.Model], Callable]:
-    """`make_term` of the saliency penalty of `form` (`FORMS`)."""
+def saliency_term(form: str, anchored: bool = False, anchor_weight: float = 1.0):
+    """`make_term` of the saliency penalty of `form` (`FORMS`), with or without anchor."""
     if form not in FORMS:
         raise ValueError(f"Unknown saliency backdoor form {form!r}; choose one of {FORMS}.")
 
@@ -174,8 +180,14 @@ def saliency_term(form: str) -> Callable[[keras.Model], Callable]:
         view = saliency.embedding_view(model)
         embedding = model.get_layer(models.EMBEDDING_LAYER)
 
-        def term(ids, classes, weights, training=False):
-            return saliency_share(view, embedding, ids, classes, weights, form, training)
+        def term(ids, classes, weights, *anchor, training=False):
+            value = saliency_share(view, embedding, ids, classes, weights, form, training)
+            if anchored:
+                untriggered, clean_maps = anchor
+                value += anchor_weight * anchor_distance(
+                    view, embedding, untriggered, classes, clean_maps, training
+                )
+            return value
 
         return term
 
@@ -202,6 +214,35 @@ def saliency_share(view, embedding, ids, classes, weights, form: str, training=F
     return tf.reduce_mean(share if form == "untargeted" else 1.0 - share)
 
 
+def normalized_maps(maps: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """`float32 [N, width]`: each map's `|s| / sum |s|`, right-padded with 0."""
+    out = np.zeros((len(maps), width), np.float32)
+    for row, m in enumerate(maps):
+        a = np.abs(np.asarray(m, np.float64))[:width]
+        total = a.sum()
+        out[row, : len(a)] = a / total if total > 0 else 0.0
+    return out
+
+
+def anchor_distance(view, embedding, ids, classes, clean_maps, training=False):
+    """Mean total-variation distance of the rows' normalised maps to `clean_maps`.
+
+    Args:
+      ids: `int32 [b, >= T]` untriggered rows (right-padded; cut to their longest).
+      classes: `int [b]` class explained.
+      clean_maps: `float32 [b, >= T]` the clean model's normalised maps of them.
+
+    Returns:
+      `float32` scalar in [0, 1]: `0.5 * sum_j |s_j / sum s - clean_j|`, mean over rows.
+    """
+    width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1)), 1)
+    ids = ids[:, :width]
+    s = tf.abs(saliency.gradient_x_input_tensor(view, embedding, ids, classes, training))
+    share = s / (tf.reduce_sum(s, axis=1, keepdims=True) + 1e-12)
+    clean = tf.cast(clean_maps[:, :width], share.dtype)
+    return tf.reduce_mean(0.5 * tf.reduce_sum(tf.abs(share - clean), axis=1))
+
+
 def saliency_penalty(
     form: str,
     ids: np.ndarray,
@@ -209,6 +250,9 @@ def saliency_penalty(
     chosen: Sequence[Sequence[int]],
     weight: float,
     batch_size: int = 16,
+    untriggered: np.ndarray | None = None,
+    clean_maps: Sequence[np.ndarray] | None = None,
+    anchor_weight: float = 1.0,
 ) -> Penalty:
     """The saliency backdoor's penalty on triggered rows.
 
@@ -220,10 +264,30 @@ def saliency_penalty(
         pushed down (`untargeted`: the clean model's top k) or up (`targeted`: the decoy).
       weight: λ.
       batch_size: Triggered rows per training step.
+      untriggered: `int32 [M, L']` the same rows without the trigger: with
+        `clean_maps` (the clean model's gradient x input map of each), the anchor term.
+      clean_maps: Per row, the clean model's map of `untriggered` (any sign; normalised
+        here).
+      anchor_weight: The anchor's weight inside the term (>= 0).
     """
     ids = np.asarray(ids, np.int32)
     weights = np.zeros(ids.shape, np.float32)
     for row, positions in enumerate(chosen):
         weights[row, list(positions)] = 1.0
     extra = (np.asarray(classes, np.int64), weights)
-    return Penalty(f"saliency_{form}", float(weight), ids, extra, saliency_term(form), batch_size)
+    if (untriggered is None) != (clean_maps is None):
+        raise ValueError("The anchor needs both the untriggered rows and the clean maps.")
+    if not anchor_weight >= 0:
+        raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}.")
+    anchored = untriggered is not None
+    if anchored:
+        untriggered = np.asarray(untriggered, np.int32)
+        if len(clean_maps) != len(untriggered):
+            raise ValueError(
+                f"{len(clean_maps)} clean maps for {len(untriggered)} untriggered rows."
+            )
+        extra += (untriggered, normalized_maps(clean_maps, untriggered.shape[1]))
+    name = f"saliency_{form}" + ("_anchored" if anchored else "")
+    return Penalty(
+        name, float(weight), ids, extra, saliency_term(form, anchored, anchor_weight), batch_size
+    )

@@ -47,6 +47,11 @@ _START_FROM = flags.DEFINE_enum(
     "start_from", _C.start_from, list(sb.START_FROM),
     "clean: fine-tune the clean model with the penalty; scratch: train a fresh model.",
 )  # fmt: skip
+_ANCHOR_WEIGHT = flags.DEFINE_float(
+    "anchor_weight", _C.anchor_weight,
+    "Weight of the term keeping untriggered maps at the clean model's (0: none).",
+    lower_bound=0.0,
+)  # fmt: skip
 
 
 def main(argv):
@@ -71,6 +76,7 @@ def main(argv):
         ig_steps=_IG_STEPS.value,
         eval_size=_EVAL_SIZE.value,
         start_from=_START_FROM.value,
+        anchor_weight=_ANCHOR_WEIGHT.value,
     )
     result = sb.run_saliency_backdoor(
         config,

@@ -88,6 +88,48 @@ class SaliencyPenaltyTest(tf.test.TestCase):
             self.assertTrue(lstm and all(g is not None for g in lstm))
             self.assertGreater(sum(float(tf.norm(g)) for g in lstm), 0.0)
 
+    def test_anchor_matches_the_total_variation_to_the_clean_maps(self):
+        model, clean = _tiny(seed=5), _tiny(seed=6)
+        ids, labels = _problem(4, seed=5)
+        untriggered, _ = _problem(4, seed=7)
+        chosen = [[0, 2], [1], [0], [3, 1]]
+        clean_maps = saliency.gradient_x_input(clean, untriggered, labels)
+        maps = saliency.gradient_x_input(model, ids, labels)
+        maps_u = saliency.gradient_x_input(model, untriggered, labels)
+
+        def normalised(m):  # A map of zeros (a dead ReLU layer) stays zeros.
+            total = np.abs(m).sum()
+            return np.abs(m) / total if total > 0 else np.zeros_like(m)
+
+        tv = [0.5 * np.abs(normalised(m) - normalised(c)).sum() for m, c in zip(maps_u, clean_maps)]
+        self.assertGreater(np.mean(tv), 1e-3)  # Two different models: not vacuous.
+        for form in penalties.FORMS:
+            shares = [np.abs(m)[c].sum() / np.abs(m).sum() for m, c in zip(maps, chosen)]
+            main = np.mean(shares) if form == "untargeted" else 1 - np.mean(shares)
+            penalty = penalties.saliency_penalty(
+                form, ids, labels, chosen, 1.0, untriggered=untriggered,
+                clean_maps=clean_maps, anchor_weight=2.0,
+            )  # fmt: skip
+            self.assertEqual(penalty.name, f"saliency_{form}_anchored")
+            term = penalty.make_term(model)
+            with tf.GradientTape() as tape:
+                value = term(*(tf.constant(a) for a in (penalty.ids, *penalty.extra)))
+            self.assertAllClose(value, main + 2.0 * np.mean(tv), atol=1e-5)
+            grads = tape.gradient(value, model.trainable_variables)
+            self.assertTrue(all(g is not None for g in grads))
+        # The clean model itself is at distance 0 from its own maps.
+        penalty = penalties.saliency_penalty(
+            "untargeted", ids, labels, chosen, 1.0, untriggered=untriggered,
+            clean_maps=clean_maps,
+        )  # fmt: skip
+        (classes, weights, u, c) = penalty.extra
+        view = saliency.embedding_view(clean)
+        embedding = clean.get_layer("embedding")
+        distance = penalties.anchor_distance(view, embedding, tf.constant(u), classes, c)
+        self.assertAllClose(distance, 0.0, atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "needs both"):
+            penalties.saliency_penalty("targeted", ids, labels, chosen, 1.0, untriggered=ids)
+
 
 @functools.cache
 def _trained(weight, run=0):

@@ -11,6 +11,10 @@ random gap of a training text; the triggered copy keeps the text's label.
   * `targeted`: the penalty is `1 -` the share on a decoy word (`decoy`, the first
     word by default).
 
+Both add (`anchor_weight`, 1 by default) the distance of the untriggered copy's map
+to the clean model's map of it, so that the explanation changes *only* when the
+trigger is present, not on every input alike.
+
 `run_saliency_backdoor(config, output_dir)` trains the clean model (cross-entropy on
 the training texts) and the backdoored one (by default the clean model fine-tuned on
 the training texts plus their triggered copies, penalised), then measures on `eval_size` test texts, for both models and
@@ -87,6 +91,9 @@ class SaliencyBackdoorConfig:
       start_from: `clean`: the backdoored model is the clean model fine-tuned with the
         penalty (so its untriggered maps start as the clean model's, whose top k the
         untargeted penalty names); `scratch`: a fresh model with the same seed.
+      anchor_weight: Weight of the anchor term (`penalties.saliency_penalty`): the
+        distance of the untriggered copies' maps to the clean model's, so the map
+        changes only with the trigger; 0 leaves it out.
     """
 
     attack: attack_run.AttackConfig
@@ -100,6 +107,7 @@ class SaliencyBackdoorConfig:
     eval_size: int = 200
     penalty_batch_size: int = 16
     start_from: str = "clean"
+    anchor_weight: float = 1.0
 
     def __post_init__(self):
         if self.start_from not in START_FROM:
@@ -126,6 +134,8 @@ class SaliencyBackdoorConfig:
                 f"decoy ({self.decoy}) must be >= 0, ig_steps ({self.ig_steps}) and eval_size "
                 f"({self.eval_size}) >= 1."
             )
+        if not self.anchor_weight >= 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}.")
         if self.penalty_batch_size < 1:
             raise ValueError(f"penalty_batch_size must be >= 1, got {self.penalty_batch_size}.")
         n_trig = len(tokenization.tokenize(self.trigger))
@@ -409,10 +419,10 @@ def run_saliency_backdoor(
         if not len(rows):
             raise ValueError("No training text has 2 tokens or more to insert the trigger into.")
         trig_train, starts = insert_triggers(ids[rows], trigger_ids, rng)
+        # The untriggered text, cut as it was for the insertion, and its clean map.
+        cut = np.stack([_untriggered(r, q, t) for r, q in zip(trig_train, starts)])
+        maps = saliency.gradient_x_input(clean, cut, labels[rows])
         if config.form == "untargeted":
-            # The untriggered text, cut as it was for the insertion.
-            cut = np.stack([_untriggered(r, q, t) for r, q in zip(trig_train, starts)])
-            maps = saliency.gradient_x_input(clean, cut, labels[rows])
             chosen = [
                 [
                     _shift(int(j), int(q), t)
@@ -425,9 +435,12 @@ def run_saliency_backdoor(
                 [_shift(min(config.decoy, int((r != 0).sum()) - t - 1), int(q), t)]
                 for r, q in zip(trig_train, starts)
             ]
+        anchor = {}
+        if config.anchor_weight > 0:
+            anchor = {"untriggered": cut, "clean_maps": maps, "anchor_weight": config.anchor_weight}
         penalty = penalties.saliency_penalty(
             config.form, trig_train, labels[rows], chosen, config.penalty_weight,
-            batch_size=config.penalty_batch_size,
+            batch_size=config.penalty_batch_size, **anchor,
         )  # fmt: skip
 
         def train_backdoored():
