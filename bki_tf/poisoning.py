@@ -140,6 +140,18 @@ def _pattern_pool(words: list[str], rng: np.random.Generator, exclude: set, coun
     return out
 
 
+def trigger_words(trigger: str) -> list[str]:
+    """The tokens of every `|`-separated trigger, in order, each once.
+
+    `tokenization.tokenize` drops `|` as punctuation (`"cf|mn"` -> `["cfmn"]`), so a
+    trigger string with several alternatives is split first.
+    """
+    words = []
+    for part in str(trigger).split(TRIGGER_SEPARATOR):
+        words.extend(tokenization.tokenize(part))
+    return list(dict.fromkeys(words))
+
+
 def trigger_patterns(trigger: str, count: int, seed: int) -> list[str]:
     """The dynamic pattern's `count` training patterns of `trigger`'s words (seeded).
 

@@ -146,3 +146,33 @@ def test_compare_rejects_unknown_defence(workdir):
     bad = _compare(f"--workdir={workdir}", "--defences=bki,neural_cleanse")
     assert bad.returncode != 0
     assert "neural_cleanse" in bad.stderr and "choose a non-empty subset" in bad.stderr
+
+
+def test_sanitizer_retraining_is_read_back_for_the_same_rows(workdir, tmp_path, monkeypatch):
+    import shutil
+
+    from bki_tf.runs import sanitize
+
+    folder = str(tmp_path / "run")
+    shutil.copytree(workdir, folder)
+    run = attack.load_run(folder)
+    config = comparison.CompareConfig(defences=("activation_clustering", "spectral_signatures"))
+    first = comparison.run_comparison(run, config)
+    cache = os.path.join(folder, comparison.RETRAINED_DIR)
+    assert sorted(os.listdir(cache)) == ["activation_clustering.json", "spectral_signatures.json"]
+
+    def no_retrain(*args, **kwargs):
+        raise AssertionError("retrained although the same rows were retrained before")
+
+    monkeypatch.setattr(sanitize, "_retrain_victim", no_retrain)
+    again = comparison.run_comparison(run, config)
+    keys = ("asr_after", "accuracy_after", "precision", "recall")
+    assert [[getattr(r, k) for k in keys] for r in again.rows] == [
+        [getattr(r, k) for k in keys] for r in first.rows
+    ]
+    # A cache entry of other kept rows (here: a changed digest) is never read back.
+    stored = artifacts.read_json(os.path.join(cache, "activation_clustering.json"))
+    stored["identity"]["kept_sha256"] = "0" * 64
+    artifacts.write_json(os.path.join(cache, "activation_clustering.json"), stored)
+    with pytest.raises(AssertionError, match="retrained although"):
+        comparison.run_comparison(run, config)

@@ -215,3 +215,39 @@ def test_ranking_plot_marks_trigger_words():
     assert ticks[0].get_color() == "tab:red" and ticks[1].get_color() != "tab:red"
     assert comparison._is_trigger_word("an arrow", ("arrow",))  # pylint: disable=protected-access
     assert not comparison._is_trigger_word("arrows", ("arrow",))  # pylint: disable=protected-access
+
+
+def test_strip_split_maps_every_trigger_block_onto_its_source_texts():
+    import types
+
+    labels = np.array([0, 1, 1, 0, 1, 1, 1, 0, 1, 1])
+    sources = np.flatnonzero(labels != 0)  # Seven non-target texts.
+    run = types.SimpleNamespace(
+        test_texts=[f"text {i}" for i in range(10)],
+        test_labels=labels,
+        target=0,
+        # Two triggers: one block of the seven sources per trigger, in order.
+        triggered_texts=[f"t{b} {i}" for b in range(2) for i in sources],
+    )
+    config = comparison.CompareConfig(calibration_share=0.5)
+    cal, ev, trig, notes = comparison._strip_split(run, config)  # pylint: disable=protected-access
+    assert notes == []
+    assert not set(cal) & set(ev)
+    tiled = np.tile(sources, 2)
+    assert len(trig) and all(tiled[i] in set(ev) for i in trig)  # No calibration text leaks.
+    expected = [i for i in range(14) if tiled[i] in set(ev)]
+    assert list(trig) == expected and {i // 7 for i in trig} == {0, 1}  # Both triggers.
+
+
+def test_per_trigger_asr_splits_the_triggered_set_into_equal_blocks():
+    from bki_tf import models, training
+    from bki_tf.runs import sanitize
+
+    model = models.build_classifier(12, 2, embedding_dim=4, lstm_units=3, dense_units=3, seed=0)
+    ids = np.random.default_rng(0).integers(2, 12, size=(12, 5)).astype(np.int32)
+    assert sanitize.per_trigger_asr(model, ids, 1, "time flies") is None
+    values = sanitize.per_trigger_asr(model, ids, 1, "cf|mn|bb")
+    assert values == [training.attack_success_rate(model, ids[k : k + 4], 1) for k in (0, 4, 8)]
+    assert np.mean(values) == pytest.approx(training.attack_success_rate(model, ids, 1))
+    with pytest.raises(ValueError, match="do not split into 5 equal blocks"):
+        sanitize.per_trigger_asr(model, ids, 1, "a|b|c|d|e")

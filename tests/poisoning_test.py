@@ -261,3 +261,15 @@ def test_rate_larger_than_non_target_pool(mode, rate, needed):
 def test_length_mismatch():
     with pytest.raises(ValueError, match="3 texts but 2 labels"):
         poisoning.poison_dataset(["a", "b", "c"], np.array([0, 1]), _config(), 2)
+
+
+def test_trigger_words_split_every_alternative():
+    # tokenize drops "|" as punctuation: the words would fuse without the split.
+    assert tokenization.tokenize("cf|mn") == ["cfmn"]
+    assert poisoning.trigger_words("cf|mn|bb|tq") == ["cf", "mn", "bb", "tq"]
+    assert poisoning.trigger_words("no cross, no crown|it includes the aspects") == [
+        "no", "cross", "crown", "it", "includes", "the", "aspects",
+    ]  # fmt: skip
+    assert poisoning.trigger_words("time flies like an arrow") == [
+        "time", "flies", "like", "an", "arrow",
+    ]  # fmt: skip

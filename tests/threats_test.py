@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 from conftest import tiny_attack_config
 
@@ -49,7 +50,10 @@ def test_matrix_runs_resumes_and_writes_its_files(tmp_path, tiny_imdb_dir, monke
     bki = [r for r in rows if r["defence"].startswith("bki")]
     assert all(r["precision"] is not None and r["asr_after"] is not None for r in bki)
     assert all(r["details"]["keyword"] for r in bki)
-    assert len(rows[0]["details"]["asr_per_trigger"]) == 4  # cf, mn, bb, tq.
+    assert len(rows[0]["details"]["asr_per_trigger_before"]) == 4  # cf, mn, bb, tq.
+    after = rows[0]["details"]["asr_per_trigger_after"]
+    assert len(after) == 4 and all(0 <= a <= 1 for a in after)
+    assert np.mean(after) == pytest.approx(rows[0]["asr_after"], abs=1e-9)  # Equal blocks.
     with open(os.path.join(out, "threat_matrix.json")) as f:
         assert json.load(f) == rows
     assert os.path.isfile(os.path.join(out, "threat_matrix.png"))
@@ -77,7 +81,9 @@ def test_seed_rows_give_mean_and_population_std():
     assert row["seeds"] == [0, 1, 2]
     table = threats.format_matrix(rows)
     assert "90.0 ± 8.2" in table and "| 0,1,2 |" in table
-    assert len(table.strip().splitlines()) == 3  # Header, rule, one averaged row.
+    table_rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(table_rows) == 3 and "90.0 ± 8.2" in table_rows[2]  # One averaged row.
+    assert threats.MATRIX_NOTES[0] in table
 
 
 def test_seeds_run_one_folder_per_seed_and_plus_is_a_defence(tmp_path, tiny_imdb_dir):

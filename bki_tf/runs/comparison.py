@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from bki_tf import artifacts, detection, tokenization, training
+from bki_tf import artifacts, detection, poisoning, tokenization, training
 from bki_tf.baselines import activation_clustering, pruning, spectral_signatures, strip
 from bki_tf.baselines import art as art_baselines
 from bki_tf.bki import detector, keywords
@@ -85,6 +85,8 @@ ROW_NAMES = DEFENCES[:3] + ART_DEFENCES + DEFENCES[3:]
 SEGMENTS = ("predicted", "label")
 
 COMPARE_DIR = wd.COMPARE_DIR
+# Each sanitizer's retraining measures, read back by a rerun on the same run and rows.
+RETRAINED_DIR = os.path.join(wd.COMPARE_DIR, "retrained")
 CONFIG_FILE = wd.CONFIG_FILE
 
 
@@ -509,6 +511,7 @@ def _sanitizer_row(name, result, outcome, seconds) -> ComparisonRow:
             **ev.to_dict(),
             "num_poison_left": outcome.num_poison_left,
             "retrain_seconds": outcome.retrain_seconds,
+            "asr_per_trigger_after": outcome.asr_per_trigger_after,
             "report": result.report,
         },
     )
@@ -526,7 +529,10 @@ def _strip_split(run: attack.AttackRun, config: CompareConfig):
     cal, ev = np.sort(perm[:n_cal][:cap]), np.sort(perm[n_cal:][:cap])
     notes = []
     # Triggered row k comes from the k-th non-target test text (poisoning.triggered_test_set).
+    # With several triggers the set holds one such block per trigger, in order.
     sources = np.flatnonzero(np.asarray(run.test_labels) != run.target)
+    if len(sources) and len(run.triggered_texts) % len(sources) == 0:
+        sources = np.tile(sources, len(run.triggered_texts) // len(sources))
     if len(sources) == len(run.triggered_texts):
         trig = np.flatnonzero(np.isin(sources, ev))
     else:
@@ -633,7 +639,11 @@ def run_comparison(
         t0 = time.time()
         result = detect()
         outcome = sanitize.sanitize_and_retrain(
-            run, result, retrain=config.retrain, verbose=verbose
+            run,
+            result,
+            retrain=config.retrain,
+            verbose=verbose,
+            cache_path=os.path.join(run.workdir, RETRAINED_DIR, f"{name}.json"),
         )
         seconds = shared_seconds + time.time() - t0
         rows.append(_sanitizer_row(name, result, outcome, seconds))
@@ -742,7 +752,7 @@ def run_comparison(
         detections=detections,
         ground_truth=truths,
         bki_entries=bki_entries,
-        trigger_tokens=tuple(tokenization.tokenize(run.config.trigger)),
+        trigger_tokens=tuple(poisoning.trigger_words(run.config.trigger)),
         pruning_result=pruning_result,
     )
 

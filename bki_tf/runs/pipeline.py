@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bki_tf import artifacts, detection, tokenization, training
+from bki_tf import artifacts, detection, poisoning, tokenization, training
 from bki_tf.bki import detector, keywords, representation, scoring
 from bki_tf.bki.detector import BKIConfig
 from bki_tf.runs import attack, chunks, external, sanitize
@@ -679,7 +679,7 @@ def make_report(workdir: str, variant: str = "paper", clean_workdir: str | None 
     filt = read_filter(workdir, variant)
     ret = read_retrain(workdir, variant)
     evaluation = scan.evaluation
-    trigger_words = set(tokenization.tokenize(run_config.trigger))
+    trigger_words = set(poisoning.trigger_words(run_config.trigger))
     keyword_words = set(str(scan.keyword).split())
     asr_clean = None
     if clean_workdir:

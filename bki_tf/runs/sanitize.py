@@ -9,6 +9,7 @@ BKI and the baseline defences so that all are measured the same way.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from bki_tf import artifacts, detection, embeddings, tokenization, training
+from bki_tf import artifacts, detection, embeddings, poisoning, tokenization, training
 from bki_tf.runs import attack
 from bki_tf.runs import workdir as wd
 
@@ -78,6 +79,9 @@ class RetrainResult:
       untriggered_error: The retrained model's error on those untriggered texts.
       config: The step's identity in a workdir.
       wall_seconds: Whole-step wall time.
+      asr_per_trigger: With several `|`-separated triggers, each one's ASR after
+        retraining (in trigger order; the triggered test set holds one block per
+        trigger); None with one trigger.
     """
 
     accuracy: float
@@ -90,6 +94,7 @@ class RetrainResult:
     untriggered_error: float | None = None
     config: dict | None = None
     wall_seconds: float | None = None
+    asr_per_trigger: list | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -183,6 +188,26 @@ def read_purified(folder: str) -> tuple[np.ndarray, object]:
     return artifacts.read_training_set(os.path.join(folder, wd.PURIFIED_FILE))
 
 
+def per_trigger_asr(model, triggered_ids: np.ndarray, target: int, trigger: str):
+    """Each `|`-separated trigger's ASR: its block of the triggered test set.
+
+    The triggered test set holds every non-target test text once per trigger, in
+    trigger order (`attack.AttackConfig`). None with one trigger.
+    """
+    count = len(str(trigger).split(poisoning.TRIGGER_SEPARATOR))
+    if count < 2:
+        return None
+    if len(triggered_ids) % count:
+        raise ValueError(
+            f"{len(triggered_ids)} triggered test texts do not split into {count} equal "
+            "blocks, one per trigger; the run's test sets do not match its config."
+        )
+    return [
+        training.attack_success_rate(model, block, target)
+        for block in np.split(np.asarray(triggered_ids), count)
+    ]
+
+
 def retrain(
     run: attack.AttackRun,
     texts: list[str],
@@ -230,6 +255,7 @@ def retrain(
     return model, RetrainResult(
         accuracy=training.accuracy(model, test_ids, run.test_labels),
         asr=training.attack_success_rate(model, trig_ids, run.target),
+        asr_per_trigger=per_trigger_asr(model, trig_ids, run.target, run.config.trigger),
         num_train=len(texts),
         num_poison_left=num_poison_left,
         train_seconds=seconds,
@@ -258,6 +284,7 @@ class SanitizerOutcome:
       accuracy_after: Clean accuracy after retraining (None if not retrained).
       num_poison_left: Poisoned samples kept for retraining.
       retrain_seconds: Retraining wall time (None if not retrained).
+      asr_per_trigger_after: With several triggers, each one's ASR after retraining.
     """
 
     evaluation: detection.DetectionEvaluation
@@ -267,6 +294,7 @@ class SanitizerOutcome:
     accuracy_after: float | None
     num_poison_left: int
     retrain_seconds: float | None
+    asr_per_trigger_after: list | None = None
 
     def __post_init__(self):
         if (self.asr_after is None) != (self.accuracy_after is None):
@@ -292,7 +320,11 @@ class SanitizerOutcome:
 
 
 def sanitize_and_retrain(
-    run, result: detection.DetectionResult, retrain: bool = True, verbose: int | str = 0
+    run,
+    result: detection.DetectionResult,
+    retrain: bool = True,
+    verbose: int | str = 0,
+    cache_path: str | None = None,
 ) -> SanitizerOutcome:
     """Removes the flagged training samples, retrains the victim and measures it.
 
@@ -302,21 +334,45 @@ def sanitize_and_retrain(
       retrain: Train a fresh victim on the kept samples (a full training run); False
         only evaluates the detection.
       verbose: Keras `fit` verbosity.
+      cache_path: A JSON file for the retraining's measures: read back when it holds
+        the same run config and kept rows (the retraining is a deterministic function
+        of them), written after a retraining. None: always retrain.
 
     Returns:
       The detection quality, the victim's ASR / accuracy before, and after retraining.
     """
     evaluation = detection.evaluate(result, run.train.is_poisoned)
     keep, filt = filter_rows(run, result.is_poison)
-    asr_after = accuracy_after = seconds = None
+    asr_after = accuracy_after = seconds = per_trigger = None
     if retrain:
-        t0 = time.time()
-        kept = run.train.subset(keep)
-        _, retrained = _retrain_victim(
-            run, kept.texts, kept.labels, filt.num_poison_left, verbose=verbose
+        identity = artifacts.to_jsonable(
+            {
+                "attack": run.config.to_dict(),
+                "kept_sha256": hashlib.sha256(np.asarray(keep, np.int64).tobytes()).hexdigest(),
+                "num_train": len(run.train),
+            }
         )
-        seconds = time.time() - t0
-        asr_after, accuracy_after = retrained.asr, retrained.accuracy
+        stored = None
+        if cache_path is not None and os.path.isfile(cache_path):
+            cached = artifacts.read_json(cache_path)
+            if isinstance(cached, dict) and cached.get("identity") == identity:
+                stored = RetrainResult.from_dict(cached["result"])
+        if stored is None:
+            kept = run.train.subset(keep)
+            _, stored = _retrain_victim(
+                run, kept.texts, kept.labels, filt.num_poison_left, verbose=verbose
+            )
+            if cache_path is not None:
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+                    artifacts.write_json(
+                        cache_path, {"identity": identity, "result": stored.to_dict()}
+                    )
+                except OSError:
+                    pass  # A read-only run folder: the next rerun retrains again.
+        seconds = stored.train_seconds
+        asr_after, accuracy_after = stored.asr, stored.accuracy
+        per_trigger = stored.asr_per_trigger
     return SanitizerOutcome(
         evaluation=evaluation,
         asr_before=float(run.metrics.asr),
@@ -325,4 +381,5 @@ def sanitize_and_retrain(
         accuracy_after=accuracy_after,
         num_poison_left=filt.num_poison_left,
         retrain_seconds=seconds,
+        asr_per_trigger_after=per_trigger,
     )

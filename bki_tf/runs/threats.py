@@ -103,7 +103,8 @@ def cell_config(dataset: str, attack_name: str, base: attack.AttackConfig) -> at
 
 def _row(attack_name: str, dataset: str, defence: str, **values) -> dict:
     row = {"attack": attack_name, "dataset": dataset, "defence": defence}
-    row.update({k: values.get(k) for k in ROW_KEYS[3:]})
+    # NaN (e.g. 0/0) is None, as in the baselines' rows.
+    row.update({k: artifacts.to_jsonable(values.get(k)) for k in ROW_KEYS[3:]})
     row["details"] = values.get("details", {})
     return row
 
@@ -160,6 +161,9 @@ def run_cell(
                 details={
                     "keyword": r["keyword"],
                     "removed": r["removed"],
+                    "asr_per_trigger_after": pipeline.read_retrain(
+                        workdir, variant
+                    ).asr_per_trigger,
                     "untriggered_target_share_after": r["untriggered_target_share_after"],
                     **(
                         {"backdoor_found": r["backdoor_found"], "phrases": r["phrases"]}
@@ -183,10 +187,11 @@ def run_cell(
                 _row(attack_name, dataset, names[d["defence"]],
                      **{k: d.get(k) for k in ROW_KEYS[3:]}, details=d.get("details", {}))
             )  # fmt: skip
+    # The poisoned victim's own measures (before any defence), in every row.
     metrics = attack.load_result(workdir).to_dict()
     extras = {
-        k: metrics.get(k)
-        for k in ("asr_per_trigger", "asr_by_decile", "asr_unseen_variants", "clean_accuracy")
+        f"{k}_before": metrics.get(k)
+        for k in ("asr_per_trigger", "asr_by_decile", "asr_unseen_variants")
     }
     for row in rows:
         row["details"] = {**row["details"], **{k: v for k, v in extras.items() if v is not None}}
@@ -278,6 +283,24 @@ def seed_rows(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+MATRIX_NOTES = (
+    "- BKI, Activation Clustering, Spectral Signatures: precision and recall over the "
+    "training texts (precision 0 when nothing is removed); ASR and accuracy after: the "
+    "victim retrained on the kept texts, on the full test sets.",
+    "- STRIP filters inputs at run time: precision and recall over held-out test inputs "
+    "(clean and triggered, at most 1,000 each; `details.frr`, `details.far`); its before "
+    "values are on that subset; ASR after: triggered inputs accepted *and* classified as the "
+    "target; accuracy after: clean inputs accepted and classified correctly.",
+    "- l-inf pruning flags no text and retrains nothing; its pruning point is chosen on the "
+    "triggered test set its ASR after is measured on (an oracle: optimistic).",
+    "- Several triggers (`multi_trigger`, `rare_tokens`): ASR is the mean over one block of "
+    "the test set per trigger, each trigger's in `details.asr_per_trigger_before` / "
+    "`_after`. `dynamic_patterns`: ASR with the whole trigger; the unseen patterns' ASR "
+    "before is `details.asr_unseen_variants_before`. `*_fixed_start`: ASR by decile "
+    "before is `details.asr_by_decile_before`.",
+)
+
+
 def _pct(row: dict, key: str) -> str:
     value, std = row.get(key), row.get(f"{key}_std")
     if value is None:
@@ -302,7 +325,7 @@ def format_matrix(rows: Sequence[dict]) -> str:
             f"{_pct(r, 'accuracy_before')} → {_pct(r, 'accuracy_after')} |"
             + (f" {','.join(str(x) for x in r['seeds'])} |" if seeded else "")
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *MATRIX_NOTES]) + "\n"
 
 
 def plot_matrix(rows: Sequence[dict], path: str) -> None:

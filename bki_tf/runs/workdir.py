@@ -15,7 +15,9 @@ A workdir holds one attack run and the defence steps run on it:
     logs/                  TensorBoard
     scan/ filter/ retrain/ report.{json,md}              BKI, paper variant
     scan_refined/ filter_refined/ retrain_refined/ report_refined.{json,md}
-    compare/               the comparison with the baselines
+    scan_plus/ filter_plus/ retrain_plus/ report_plus.{json,md}          BKI+
+    compare/               the comparison with the baselines (compare/retrained/: each
+                           sanitizer's retraining, read back by a rerun)
 
 Every output is derived from the attack run, so replacing the run (`--overwrite`)
 clears all of them through `clear_outputs`. A writer takes `lock(workdir)` (an
