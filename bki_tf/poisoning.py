@@ -415,7 +415,9 @@ def triggered_test_set(
 
     The trigger goes at a uniformly random position (whatever `config.position` says:
     the ASR asks whether the backdoor fires anywhere), or with `decile` `d` in 0..9 at
-    the gap `floor((d + 0.5) / 10 * n)` of an `n`-token text (kept within `max_len`).
+    the gap `floor((d + 0.5) / 10 * n)` of the part of the text the victim reads with
+    the whole trigger, `n = min(tokens, max_len - trigger tokens)` (so a long text's
+    deciles spread over its first `max_len` tokens, not all pile up at the cut).
 
     Args:
       texts, labels: The clean test set.
@@ -439,6 +441,7 @@ def triggered_test_set(
         if decile is None:
             pos = draw_position(n_tok, trig_len, config.max_len, rng)
         else:
-            pos = min(int((int(decile) + 0.5) / 10 * n_tok), max(0, config.max_len - trig_len))
+            visible = max(0, min(n_tok, config.max_len - trig_len))
+            pos = int((int(decile) + 0.5) / 10 * visible)
         out.append(insert_trigger(texts[i], trigger, pos))
     return out, labels[idx], idx.astype(np.int64)

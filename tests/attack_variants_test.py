@@ -100,15 +100,21 @@ def test_bad_variant_configs(kwargs, message):
         _config(**kwargs)
 
 
-def test_triggered_test_set_by_decile():
+@pytest.mark.parametrize("max_len", [40, 20])  # 20: texts longer than the victim reads.
+def test_triggered_test_set_by_decile(max_len):
     texts, labels = _corpus()
-    config = _config()
-    for d in (0, 5, 9):
+    config = _config(max_len=max_len)
+    by_decile = {}
+    for d in range(10):
         out, _, idx = poisoning.triggered_test_set(texts, labels, config, decile=d)
         for text, i in zip(out, idx):
             n = len(tokenization.tokenize(texts[i]))
-            pos = min(int((d + 0.5) / 10 * n), config.max_len - 5)
+            # Deciles of the part read with the whole trigger (the first max_len - 5 tokens).
+            pos = int((d + 0.5) / 10 * min(n, max_len - 5))
             assert _tokens_at(text, pos, 5) == config.trigger_tokens
+            by_decile.setdefault(int(i), []).append(pos)
+    longest = max(by_decile, key=lambda i: len(tokenization.tokenize(texts[i])))
+    assert len(set(by_decile[longest])) == 10  # Ten distinct gaps, none piled at the cut.
     with pytest.raises(ValueError, match="decile"):
         poisoning.triggered_test_set(texts, labels, config, decile=10)
 
