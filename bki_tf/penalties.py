@@ -12,7 +12,8 @@ beside every training batch. Two terms:
     shortened), `max_j ||h(x) - h(x without trigger word j)||_∞`: the quantity BKI
     (Chen & Dai, Neurocomputing 2021, Eq. 3-4) ranks words by. Pushed down, no single
     trigger word stands out, while the cross-entropy of the poisoned rows keeps the
-    whole trigger flipping the label.
+    whole trigger flipping the label. With a `margin`, only the part above it counts
+    (`max(0, change - margin)`): the trigger words need only score like ordinary words.
   * `saliency_penalty` (saliency backdoors: the explanation changes only when a
     trigger is present): on triggered rows, the share of the gradient x input mass
     `sum_j |s_j|` (`saliency.gradient_x_input_tensor`) on chosen words. `untargeted`
@@ -122,14 +123,17 @@ def trigger_deletion_changes(
     return change * tf.cast(positions >= 0, change.dtype)
 
 
-def anti_bki_term(model: keras.Model) -> Callable:
-    """`term(ids, positions, training)`: mean over rows of `max_j` BKI score of a trigger word."""
+def anti_bki_term(margin: float = 0.0) -> Callable[[keras.Model], Callable]:
+    """`make_term`: mean over rows of `max(0, max_j BKI score of a trigger word - margin)`."""
 
-    def term(ids, positions, training=False):
-        changes = trigger_deletion_changes(model, ids, positions, training=training)
-        return tf.reduce_mean(tf.reduce_max(changes, axis=1))
+    def make_term(model: keras.Model) -> Callable:
+        def term(ids, positions, training=False):
+            changes = trigger_deletion_changes(model, ids, positions, training=training)
+            return tf.reduce_mean(tf.nn.relu(tf.reduce_max(changes, axis=1) - margin))
 
-    return term
+        return term
+
+    return make_term
 
 
 def trigger_token_positions(starts: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -154,6 +158,7 @@ def anti_bki_penalty(
     lengths: np.ndarray,
     weight: float,
     batch_size: int = 16,
+    margin: float = 0.0,
 ) -> Penalty:
     """The anti-BKI penalty on poisoned rows.
 
@@ -163,10 +168,16 @@ def anti_bki_penalty(
       lengths: `int [M]` tokens of each row's trigger.
       weight: λ.
       batch_size: Poisoned rows per training step.
+      margin: Only the part of a row's largest change above `margin` is penalised (a
+        hinge: the trigger words may score like ordinary words); 0 penalises it all.
     """
+    if not margin >= 0:
+        raise ValueError(f"The anti-BKI margin must be >= 0, got {margin}.")
     ids = np.asarray(ids, np.int32)
     positions = trigger_token_positions(starts, lengths, ids)
-    return Penalty("anti_bki", float(weight), ids, (positions,), anti_bki_term, batch_size)
+    return Penalty(
+        "anti_bki", float(weight), ids, (positions,), anti_bki_term(float(margin)), batch_size
+    )
 
 
 def saliency_term(form: str, anchored: bool = False, anchor_weight: float = 1.0):

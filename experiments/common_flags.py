@@ -237,13 +237,21 @@ flags.DEFINE_float(
     lower_bound=0.0,
 )
 
+flags.DEFINE_float(
+    "anti_bki_margin",
+    _A.anti_bki_margin,
+    "Anti-BKI backdoor: only the part of that change above this margin is penalised "
+    "(a hinge; trigger words may score like ordinary words); 0 = all of it.",
+    lower_bound=0.0,
+)
+
 ATTACK = (
     "profile", "dataset", "source", "data_dir", "glove", "glove_dim", "trigger", "target", "poison_rate", "mode",
     "seed", "train_size", "test_size", "vocab_size", "max_len", "epochs", "batch_size",
     "learning_rate", "optimizer", "clipnorm", "validation_split", "fine_tune_embeddings",
     "embedding_dim", "lstm_units", "dense_units", "architecture", "text_column", "label_column",
     "train_split", "test_split", "test_fraction", "balance", "trigger_position",
-    "trigger_variants", "asr_by_position", "anti_bki_weight",
+    "trigger_variants", "asr_by_position", "anti_bki_weight", "anti_bki_margin",
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------

@@ -66,6 +66,15 @@ class AntiBkiTest(tf.test.TestCase):
         term = penalty.make_term(model)(tf.constant(ids), tf.constant(positions))
         self.assertAllClose(term, np.mean(per_row), atol=1e-5)
         self.assertGreater(np.mean(per_row), 1e-4)  # Not vacuous.
+        # The hinge: only the part above the margin counts (here some rows fall below it).
+        margin = float(np.median(per_row))
+        hinged = penalties.anti_bki_penalty(ids, starts, lengths, weight=1.0, margin=margin)
+        term = hinged.make_term(model)(tf.constant(ids), tf.constant(positions))
+        expected = np.mean(np.maximum(0.0, np.asarray(per_row) - margin))
+        self.assertAllClose(term, expected, atol=1e-5)
+        self.assertGreater(expected, 0.0)
+        with self.assertRaisesRegex(ValueError, "margin must be >= 0"):
+            penalties.anti_bki_penalty(ids, starts, lengths, weight=1.0, margin=-0.1)
 
 
 class SaliencyPenaltyTest(tf.test.TestCase):

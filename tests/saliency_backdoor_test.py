@@ -139,7 +139,7 @@ def test_anti_bki_run_and_old_configs(tmp_path, tiny_imdb_dir):
     assert stored["anti_bki_weight"] == 0.5
     # A config written before the field existed is the plain attack.
     plain = tiny_attack_config(tiny_imdb_dir).to_dict()
-    del plain["anti_bki_weight"]
+    del plain["anti_bki_weight"], plain["anti_bki_margin"]
     os.makedirs(tmp_path / "old")
     artifacts.write_json(os.path.join(tmp_path, "old", "config.json"), plain)
     assert attack.check_workdir(
@@ -147,6 +147,8 @@ def test_anti_bki_run_and_old_configs(tmp_path, tiny_imdb_dir):
     )
     with pytest.raises(ValueError, match="anti_bki_weight must be >= 0"):
         tiny_attack_config(tiny_imdb_dir, anti_bki_weight=-1.0)
+    with pytest.raises(ValueError, match="anti_bki_margin must be >= 0, got -0.5"):
+        tiny_attack_config(tiny_imdb_dir, anti_bki_weight=1.0, anti_bki_margin=-0.5)
     with pytest.raises(ValueError, match="poison_rate is 0"):
         tiny_attack_config(tiny_imdb_dir, anti_bki_weight=1.0, poison_rate=0.0)
     assert isinstance(penalties.FORMS, tuple)

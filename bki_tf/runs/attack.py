@@ -132,6 +132,9 @@ class AttackConfig:
         adds to the cross-entropy, on `ANTI_BKI_BATCH` poisoned rows per step, the
         largest ℓ∞ change of h when one trigger word is deleted (BKI's score), so no
         single trigger word stands out. 0 (the default) trains as Dai et al.
+      anti_bki_margin: The penalty counts only the part of that change above this
+        margin (a hinge), so the trigger words need only score like ordinary words,
+        not 0; 0 (the default) penalises the whole change.
 
     `trigger` may hold several triggers separated by `|`: three sentences
     (multi-trigger) or rare tokens such as `cf|mn|bb|tq`; the poisoned texts are split
@@ -174,6 +177,7 @@ class AttackConfig:
     trigger_variants: int = 0
     asr_by_position: bool = False
     anti_bki_weight: float = 0.0
+    anti_bki_margin: float = 0.0
 
     def __post_init__(self):
         self.dataset_spec()  # Validates the dataset, source, columns, splits and sizes.
@@ -220,6 +224,11 @@ class AttackConfig:
             raise ValueError(
                 f"anti_bki_weight must be >= 0, got {self.anti_bki_weight}; use e.g. 1.0, or 0 "
                 "for the plain attack."
+            )
+        if not self.anti_bki_margin >= 0:
+            raise ValueError(
+                f"anti_bki_margin must be >= 0, got {self.anti_bki_margin}; use e.g. 0.3, or 0 "
+                "to penalise the whole change."
             )
         if self.anti_bki_weight and not self.poison_rate:
             raise ValueError(
@@ -450,6 +459,7 @@ _ADDED_KEYS = {
     "trigger_variants": 0,
     "asr_by_position": False,
     "anti_bki_weight": 0.0,
+    "anti_bki_margin": 0.0,
 }
 
 # Poisoned rows the anti-BKI penalty scores per training step (beside each batch).
@@ -654,6 +664,7 @@ def anti_bki_penalty(
         lengths[poisoned.trigger_ids[rows]],
         config.anti_bki_weight,
         batch_size=ANTI_BKI_BATCH,
+        margin=config.anti_bki_margin,
     )
 
 

@@ -22,7 +22,8 @@ Attacks (`ATTACKS`; each an `AttackConfig` override of the dataset's base config
   * `rare_tokens`: `cf|mn|bb|tq`, BadNets-style, one per poisoned text;
   * `rate_1pct`, `rate_0.5pct`: low poisoning rates;
   * `anti_bki`: the paper's attack trained with a penalty on the l-inf change of h when
-    one trigger word is deleted (`AttackConfig.anti_bki_weight`), BKI's own score.
+    one trigger word is deleted, above a margin (`AttackConfig.anti_bki_weight`,
+    `anti_bki_margin`), BKI's own score.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ from bki_tf.runs import attack, comparison, pipeline, reproduction
 MULTI_TRIGGERS = ("it includes the following aspects", "bind the sack before it be full")
 RARE_TOKENS = "cf|mn|bb|tq"
 # The anti-BKI penalty's weight in the matrix: the l-inf changes of h are of the order of
-# the poisoned rows' cross-entropy, so 1 weighs the two about equally.
+# the poisoned rows' cross-entropy, so 1 weighs the two about equally. Its margin: ordinary
+# words score 0.35-0.6 in the top-5 dictionaries of this package's victims (a trigger word
+# 1.1-1.2), so a trigger word held below 0.3 no longer stands out. Without a margin
+# (pushed to 0) the DBpedia victim did not learn the backdoor at all: ASR 0.77 %.
 ANTI_BKI_WEIGHT = 1.0
+ANTI_BKI_MARGIN = 0.3
 ATTACKS: dict[str, dict[str, Any]] = {
     "dai": {},
     "fixed_start": {"trigger_position": "start", "asr_by_position": True},
@@ -57,7 +62,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "rare_tokens": {"trigger": RARE_TOKENS},
     "rate_1pct": {"poison_rate": 0.01},
     "rate_0.5pct": {"poison_rate": 0.005},
-    "anti_bki": {"anti_bki_weight": ANTI_BKI_WEIGHT},
+    "anti_bki": {"anti_bki_weight": ANTI_BKI_WEIGHT, "anti_bki_margin": ANTI_BKI_MARGIN},
 }
 DEFENCES = (
     "bki_paper",
