@@ -145,6 +145,11 @@ def test_anti_bki_run_and_old_configs(tmp_path, tiny_imdb_dir):
     assert attack.check_workdir(
         str(tmp_path / "old"), tiny_attack_config(tiny_imdb_dir).to_dict(), False
     )
+    # Cache keys leave out added fields at their defaults, keep them otherwise.
+    identity = attack.config_identity(tiny_attack_config(tiny_imdb_dir))
+    assert "anti_bki_margin" not in identity and "anti_bki_weight" not in identity
+    assert identity["trigger"] == tiny_attack_config(tiny_imdb_dir).trigger
+    assert attack.config_identity(config)["anti_bki_weight"] == 0.5
     with pytest.raises(ValueError, match="anti_bki_weight must be >= 0"):
         tiny_attack_config(tiny_imdb_dir, anti_bki_weight=-1.0)
     with pytest.raises(ValueError, match="anti_bki_margin must be >= 0, got -0.5"):

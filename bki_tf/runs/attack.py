@@ -462,6 +462,18 @@ _ADDED_KEYS = {
     "anti_bki_margin": 0.0,
 }
 
+
+def config_identity(config: AttackConfig) -> dict:
+    """`config` as a cache key of derived results: the keys of `_ADDED_KEYS` left out
+    while they hold their default, so adding a field with a default keeps the keys of
+    results computed before it existed."""
+    return {
+        k: v
+        for k, v in artifacts.to_jsonable(config.to_dict()).items()
+        if not (k in _ADDED_KEYS and v == artifacts.to_jsonable(_ADDED_KEYS[k]))
+    }
+
+
 # Poisoned rows the anti-BKI penalty scores per training step (beside each batch).
 ANTI_BKI_BATCH = 16
 

@@ -347,7 +347,7 @@ def sanitize_and_retrain(
     if retrain:
         identity = artifacts.to_jsonable(
             {
-                "attack": run.config.to_dict(),
+                "attack": attack.config_identity(run.config),
                 "kept_sha256": hashlib.sha256(np.asarray(keep, np.int64).tobytes()).hexdigest(),
                 "num_train": len(run.train),
             }

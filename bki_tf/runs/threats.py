@@ -132,7 +132,7 @@ def run_cell(
     compare_config = compare_config or comparison.CompareConfig()
     identity = artifacts.to_jsonable(
         {
-            "attack": config.to_dict(),
+            "attack": attack.config_identity(config),
             "defences": list(defences),
             "scan": dataclasses.asdict(scan_config),
             "compare": {**compare_config.to_dict(), "defences": list(baselines)},
