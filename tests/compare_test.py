@@ -176,3 +176,7 @@ def test_sanitizer_retraining_is_read_back_for_the_same_rows(workdir, tmp_path, 
     artifacts.write_json(os.path.join(cache, "activation_clustering.json"), stored)
     with pytest.raises(AssertionError, match="retrained although"):
         comparison.run_comparison(run, config)
+    with open(os.path.join(cache, "activation_clustering.json"), "w") as f:
+        f.write("{not json")  # Damaged: recomputed, not an error.
+    with pytest.raises(AssertionError, match="retrained although"):
+        comparison.run_comparison(run, config)

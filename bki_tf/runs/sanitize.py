@@ -354,9 +354,12 @@ def sanitize_and_retrain(
         )
         stored = None
         if cache_path is not None and os.path.isfile(cache_path):
-            cached = artifacts.read_json(cache_path)
-            if isinstance(cached, dict) and cached.get("identity") == identity:
-                stored = RetrainResult.from_dict(cached["result"])
+            try:  # A damaged or foreign cache entry is recomputed, never trusted.
+                cached = artifacts.read_json(cache_path)
+                if isinstance(cached, dict) and cached.get("identity") == identity:
+                    stored = RetrainResult.from_dict(cached["result"])
+            except (ValueError, KeyError, TypeError):
+                stored = None
         if stored is None:
             kept = run.train.subset(keep)
             _, stored = _retrain_victim(
