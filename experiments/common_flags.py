@@ -302,10 +302,16 @@ flags.DEFINE_enum(
     "Per-text score normalisation (plus variant); none measured best.",
 )
 flags.DEFINE_integer("max_keywords", _B.max_keywords, "Most keywords searched for (plus variant).")
+flags.DEFINE_float(
+    "min_flip",
+    _B.min_flip,
+    "Share of a keyword's flagged texts whose predicted class must change when its phrase "
+    "is deleted (plus variant; 0 turns the confirmation off).",
+)
 
 BKI = (
     "p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size",
-    "representation_layer", "pool", "plus_threshold", "normalization", "max_keywords",
+    "representation_layer", "pool", "plus_threshold", "normalization", "max_keywords", "min_flip",
 )  # fmt: skip
 SHARED = frozenset(
     (

@@ -205,7 +205,12 @@ def test_detect_plus_end_to_end_on_a_tiny_model():
     ids, lengths = detector.encode_texts(texts, vocab)
     f = scoring.deletion_scores(model, ids, lengths)
     ref, _, _ = plus.identify(
-        [ids[i, : lengths[i]] for i in range(24)], f, vocab, labels=labels, p=2
+        [ids[i, : lengths[i]] for i in range(24)],
+        f,
+        vocab,
+        labels=labels,
+        p=2,
+        classify=detector.class_predictor(model),
     )
     assert ref.to_dict() == result.plus.to_dict()
     again = detector.BKIResult.from_dict(result.to_dict())
@@ -213,7 +218,10 @@ def test_detect_plus_end_to_end_on_a_tiny_model():
     # The first-round candidate heads the dictionary; paper scans keep their identity.
     assert result.selection.keyword == result.selection.entries[0].word
     assert "plus_threshold" not in bki.BKIConfig().identity()
+    assert "min_flip" not in bki.BKIConfig().identity()
     assert bki.BKIConfig(variant="plus", plus_threshold=9.0).identity()["plus_threshold"] == 9.0
+    # BKI+ scans made before the confirmation existed are not reused as confirmed ones.
+    assert bki.BKIConfig(variant="plus").identity()["min_flip"] == plus.DEFAULT_MIN_FLIP
 
 
 def test_pipeline_scan_and_filter_with_plus(tmp_path, tiny_imdb_dir):
@@ -240,3 +248,142 @@ def test_pipeline_scan_and_filter_with_plus(tmp_path, tiny_imdb_dir):
     assert record.deletion_scores_from is None or record.deletion_scores_from.startswith("scan")
     filt = pipeline.run_filter(workdir, overwrite=True, variant="plus")
     assert filt.num_before == filt.num_after
+
+
+@pytest.mark.parametrize(
+    "ids, phrase, expected",
+    [
+        ([5, 6, 7, 5], [5], [6, 7]),  # One token: every occurrence.
+        ([1, 2, 3, 4, 2, 3], [2, 3], [1, 4]),  # Both places of a 2-token phrase.
+        ([1, 2, 9, 4], [2, 3], [1, 2, 9, 4]),  # 1 of 2 is no match.
+        ([8, 2, 9, 4, 8], [2, 3, 4], [8, 9, 8]),  # 2 of 3: the matching tokens go.
+        ([2, 3, 4, 2, 3, 4], [2, 3, 4], []),
+        ([3, 4], [2, 3, 4], [3, 4]),  # Shorter than the phrase.
+    ],
+)
+def test_delete_phrase_matches_a_hand_computation(ids, phrase, expected):
+    out = plus.delete_phrase(np.asarray(ids), phrase)
+    assert out.tolist() == expected
+
+
+def _classifier(triggers=((ALPHA, BETA, GAMMA),)):
+    """Class 0 when a strict majority of a trigger is in place, else a filler parity."""
+
+    def classify(texts):
+        out = []
+        for t in texts:
+            t = np.asarray(t)
+            hit = any(
+                plus._majority_match(t, np.asarray(p)) * len(p) >= plus._phrase_need(len(p))
+                for p in triggers
+            )
+            fillers = t[(t >= 2) & (t < 2 + FILLERS)]
+            out.append(0 if hit else 1 + int(fillers.sum()) % 2)
+        return np.asarray(out)
+
+    return classify
+
+
+def _with_domain_word(ids, scores, labels, poisoned, count=40, score=40.0, label=1):
+    """`count` clean texts of `label` get DELTA with a large score: a domain word."""
+    ids = [t.copy() for t in ids]
+    scores = [s.copy() for s in scores]
+    labels = labels.copy()
+    clean = np.flatnonzero(~poisoned)[:count]
+    for i in clean:
+        ids[i][0] = DELTA
+        scores[i][0] = score
+        labels[i] = label
+    return ids, scores, labels
+
+
+def test_a_false_alarm_is_rejected_by_prediction_flip_and_the_trigger_found():
+    ids, scores, labels, poisoned = make_corpus(triggers=[((ALPHA, BETA, GAMMA), 0, 25)])
+    ids, scores, labels = _with_domain_word(ids, scores, labels, poisoned)
+    unconfirmed, _, _ = plus.identify(ids, scores, VOCAB, labels=labels)
+    assert unconfirmed.keywords[0].word == "delta"  # The domain word wins the test.
+    result, _, _ = plus.identify(ids, scores, VOCAB, labels=labels, classify=_classifier())
+    assert [k.word for k in result.rejected] == ["delta"]
+    assert result.rejected[0].flip_share == 0.0 and result.rejected[0].num_flagged == 40
+    assert [k.phrase for k in result.keywords] == ["alpha beta gamma"]
+    assert result.keywords[0].flip_share == 1.0
+    np.testing.assert_array_equal(result.flagged, np.flatnonzero(poisoned))
+    assert result.settings["min_flip"] == plus.DEFAULT_MIN_FLIP
+    assert plus.PlusResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
+    assert "| no |" in result.summary() and "100.0 %" in result.summary()
+    # min_flip=0 turns the confirmation off.
+    off, _, _ = plus.identify(
+        ids, scores, VOCAB, labels=labels, classify=_classifier(), min_flip=0
+    )
+    assert off.to_dict()["keywords"] == unconfirmed.to_dict()["keywords"]
+
+
+def test_a_clean_set_with_a_domain_word_finds_no_backdoor_after_confirmation():
+    ids, scores, labels, poisoned = make_corpus(seed=3)
+    ids, scores, labels = _with_domain_word(ids, scores, labels, poisoned)
+    unconfirmed, _, _ = plus.identify(ids, scores, VOCAB, labels=labels)
+    assert unconfirmed.backdoor_found  # The test alone raises a false alarm.
+    result, _, _ = plus.identify(ids, scores, VOCAB, labels=labels, classify=_classifier())
+    assert not result.backdoor_found and result.flagged.size == 0 and result.keywords == ()
+    assert [k.word for k in result.rejected] == ["delta"]
+    assert "no backdoor found" in result.summary()
+
+
+def test_a_multi_word_false_alarm_and_two_confirmed_triggers():
+    ids, scores, labels, poisoned = make_corpus(
+        triggers=[((ALPHA, BETA, GAMMA), 0, 25), ((DELTA, EPS), 1, 20)]
+    )
+    result, _, _ = plus.identify(
+        ids, scores, VOCAB, labels=labels, classify=_classifier([(ALPHA, BETA, GAMMA)])
+    )
+    # The second trigger does not move this classifier: it is rejected, not removed.
+    assert [k.phrase for k in result.keywords] == ["alpha beta gamma"]
+    assert [k.phrase for k in result.rejected] == ["delta eps"]
+    both, _, _ = plus.identify(
+        ids,
+        scores,
+        VOCAB,
+        labels=labels,
+        classify=_classifier([(ALPHA, BETA, GAMMA), (DELTA, EPS)]),
+    )
+    assert sorted(k.phrase for k in both.keywords) == ["alpha beta gamma", "delta eps"]
+    np.testing.assert_array_equal(both.flagged, np.flatnonzero(poisoned))
+
+
+def test_flip_share_counts_changed_predictions_and_skips_emptied_texts():
+    texts = [np.array([ALPHA, BETA, GAMMA]), np.array([ALPHA, BETA, 5, 6]), np.array([7, 8])]
+    # Text 0 is emptied (left out); text 1 flips (0 -> parity); text 2 does not change.
+    assert plus.flip_share(_classifier(), texts, [ALPHA, BETA, GAMMA]) == 0.5
+    assert plus.flip_share(_classifier(), texts[:1], [ALPHA, BETA, GAMMA]) == 1.0
+    with pytest.raises(ValueError, match="one class per text"):
+        plus.flip_share(lambda t: np.zeros(7), texts[1:], [ALPHA, BETA, GAMMA])
+    with pytest.raises(ValueError, match="min_flip"):
+        plus.identify(texts, [np.ones(t.size) for t in texts], VOCAB, min_flip=1.5)
+    with pytest.raises(ValueError, match="min_flip"):
+        bki.BKIConfig(variant="plus", min_flip=-0.1)
+
+
+def test_select_plus_needs_the_model_for_its_confirmation():
+    vocab = ["", "[UNK]"] + [f"t{i}" for i in range(8)]
+    ids = np.array([[2, 3, 4], [5, 6, 0]])
+    lengths = np.array([3, 2])
+    scores = [np.ones(3), np.ones(2)]
+    with pytest.raises(ValueError, match="pass model="):
+        detector.select(ids, lengths, scores, vocab, bki.BKIConfig(variant="plus"))
+    result = detector.select(
+        ids, lengths, scores, vocab, bki.BKIConfig(variant="plus", min_flip=0)
+    )
+    assert not result.backdoor_found
+
+
+def test_class_predictor_equals_the_padded_prediction():
+    from bki_tf import training
+
+    model = models.build_classifier(30, 3, embedding_dim=8, lstm_units=4, dense_units=4, seed=0)
+    rng = np.random.default_rng(0)
+    texts = [rng.integers(2, 30, int(n)) for n in rng.integers(1, 12, 40)]
+    padded = np.zeros((40, 12), np.int32)
+    for i, t in enumerate(texts):
+        padded[i, : t.size] = t
+    expected = training.predict(model, padded)[0].argmax(axis=1)
+    np.testing.assert_array_equal(detector.class_predictor(model)(texts), expected)

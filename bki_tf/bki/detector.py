@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from bki_tf import artifacts, detection, models, tokenization
 from bki_tf.bki import keywords, plus, representation, scoring
@@ -55,6 +56,9 @@ class BKIConfig:
       plus_threshold: BKI+'s robust-z decision threshold (`plus.DEFAULT_THRESHOLD`).
       normalization: BKI+'s per-text score normalisation (`plus.NORMALIZATIONS`).
       max_keywords: Most keywords BKI+ searches for.
+      min_flip: BKI+ keeps a keyword only when deleting its phrase changes the
+        predicted class of at least this share of the texts it flags
+        (`plus.DEFAULT_MIN_FLIP`; 0 turns the confirmation off).
     """
 
     p: int = 5
@@ -69,6 +73,7 @@ class BKIConfig:
     plus_threshold: float = plus.DEFAULT_THRESHOLD
     normalization: str = plus.DEFAULT_NORMALIZATION
     max_keywords: int = 5
+    min_flip: float = plus.DEFAULT_MIN_FLIP
 
     def __post_init__(self):
         for name in ("p", "min_ngram", "max_ngram", "scan_batch_size", "max_keywords"):
@@ -97,6 +102,10 @@ class BKIConfig:
             raise ValueError(
                 f"Unknown normalization {self.normalization!r}; choose one of {NORMALIZATIONS}."
             )
+        if isinstance(self.min_flip, bool) or not (
+            isinstance(self.min_flip, int | float) and 0 <= self.min_flip <= 1
+        ):
+            raise ValueError(f"min_flip must be a share in [0, 1], got {self.min_flip!r}.")
         if self.max_keywords < 1:
             raise ValueError(f"max_keywords must be >= 1, got {self.max_keywords}.")
         if self.scan_batch_size < 2:
@@ -138,18 +147,20 @@ class BKIConfig:
         """The settings that determine the result (all but `scan_batch_size`).
 
         `representation_layer`, `pool` and BKI+'s settings appear only when not at
-        their defaults, so scans recorded before they existed keep their identity.
+        their defaults, so scans recorded before they existed keep their identity;
+        `min_flip` always appears in a BKI+ scan's identity (BKI+ scans recorded
+        before the confirmation existed did not confirm, so they are not reused).
         """
         d = self.to_dict()
         del d["scan_batch_size"]
         for name in ("representation_layer", "pool", *_PLUS_FIELDS):
-            if d[name] == _DEFAULTS[name]:
+            if d[name] == _DEFAULTS[name] and not (name == "min_flip" and self.variant == "plus"):
                 del d[name]
         return d
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BKIConfig)}
-_PLUS_FIELDS = ("plus_threshold", "normalization", "max_keywords")
+_PLUS_FIELDS = ("plus_threshold", "normalization", "max_keywords", "min_flip")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -352,8 +363,12 @@ def select(
     labels: np.ndarray | None = None,
     local_scores: Sequence[np.ndarray] | None = None,
     scan_seconds: float = 0.0,
+    model: keras.Model | None = None,
 ) -> BKIResult:
-    """Keyword selection and flagging from precomputed scores (no model needed).
+    """Keyword selection and flagging from precomputed scores.
+
+    No model is needed, except by BKI+ with `config.min_flip > 0`, which confirms
+    each keyword by re-classifying its flagged texts without the phrase.
 
     Args:
       ids, lengths: As returned by `encode_texts`.
@@ -363,10 +378,22 @@ def select(
       labels: `int [N]` training labels (required by the refined variant).
       local_scores: Per text, its local impacts (required by the refined variant).
       scan_seconds: Recorded in the result.
+      model: The scanned model (BKI+'s confirmation; see `class_predictor`).
+
+    Raises:
+      ValueError: BKI+ with `config.min_flip > 0` and no model.
     """
     token_ids = [ids[i, : lengths[i]] for i in range(len(lengths))]
     if config.variant == "plus":
-        return _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds)
+        if config.min_flip > 0 and model is None:
+            raise ValueError(
+                "BKI+ confirms each keyword by deleting its phrase and re-classifying the "
+                "texts: pass model=..., or set min_flip=0 (--min_flip=0) to skip the check."
+            )
+        classify = class_predictor(model) if config.min_flip > 0 else None
+        return _select_plus(
+            token_ids, scores, vocabulary, config, labels, scan_seconds, classify
+        )
     selection = keywords.identify_keyword(
         token_ids,
         scores,
@@ -389,7 +416,41 @@ def select(
     )
 
 
-def _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds) -> BKIResult:
+def class_predictor(model: keras.Model) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """`texts -> predicted classes` for a list of unpadded `int [l]` id arrays.
+
+    The model's first output (the class probabilities) computed on each text at its
+    own length (`representation.classifier_model`), texts of one length batched
+    together; the same for a `TextVectorization` model, fed its own ids.
+    """
+    sub = representation.classifier_model(model)
+
+    @tf.function(reduce_retracing=True)
+    def probabilities(x):
+        return sub(x, training=False)
+
+    def classify(texts: Sequence[np.ndarray]) -> np.ndarray:
+        lengths = np.asarray([len(t) for t in texts], np.int64)
+        if lengths.size and lengths.min() < 1:
+            raise ValueError("class_predictor: every text needs at least one token.")
+        out = np.zeros(len(texts), np.int64)
+        for n in np.unique(lengths):
+            rows = np.flatnonzero(lengths == n)
+            for start in range(0, rows.size, _CLASSIFY_BATCH):
+                part = rows[start : start + _CLASSIFY_BATCH]
+                x = np.stack([np.asarray(texts[i]) for i in part]).astype(np.int32)
+                out[part] = np.asarray(probabilities(tf.constant(x))).argmax(axis=1)
+        return out
+
+    return classify
+
+
+_CLASSIFY_BATCH = 256
+
+
+def _select_plus(
+    token_ids, scores, vocabulary, config, labels, scan_seconds, classify=None
+) -> BKIResult:
     """BKI+ (`bki_tf.bki.plus`) as a `BKIResult`: `selection` holds its first round."""
     vocabulary = list(vocabulary)
     result, suspicious, stats = plus.identify(
@@ -401,6 +462,8 @@ def _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds) ->
         normalization=config.normalization,
         threshold=float(config.plus_threshold),
         max_keywords=config.max_keywords,
+        classify=classify,
+        min_flip=float(config.min_flip),
     )
     if not stats:
         raise ValueError(
@@ -456,6 +519,7 @@ def _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds) ->
                 "threshold": result.threshold,
                 "keywords": [k.word for k in result.keywords],
                 "phrases": list(result.phrases),
+                "rejected": [k.phrase for k in result.rejected],
             },
         ),
         scan_seconds=scan_seconds,
@@ -580,4 +644,5 @@ def detect(
         labels=labels,
         local_scores=local,
         scan_seconds=time.time() - start,
+        model=model,
     )

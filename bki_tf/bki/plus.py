@@ -34,6 +34,18 @@ Pure numpy over precomputed per-text scores: no model, no rescoring.
    tokens matches a strict majority of the phrase's tokens at their places
    (`n // 2 + 1` of them; both tokens of a 2-token phrase): clean texts that merely
    contain one common trigger word are kept.
+6. **Confirmation by prediction flip** (`classify`, `min_flip`). A trigger is what
+   makes the model predict the target: deleting it from the texts it flags changes
+   their predicted class. Each keyword's phrase is deleted from its flagged texts
+   (`delete_phrase`) and the texts re-classified; the keyword is kept only when at
+   least `min_flip` of them change class. A rejected keyword flags nothing, the keys
+   of its phrase's words are dropped and the search goes on with the next round (at most `max_keywords`
+   rejections). Without `classify` (or with `min_flip=0`) every keyword that passes
+   the test is kept. Measured on DBpedia BiLSTM victims, deleting the grown phrase
+   from the flagged texts changed 99.3 % of their predictions for the trigger "no
+   cross, no crown", and 9.0 % (clean victim, `album by`), 21.4 % (anti-BKI victim,
+   `album by`) and 22.8 % (anti-BKI victim, paper BKI's `plant`) for the false alarms,
+   hence `DEFAULT_MIN_FLIP = 0.5`.
 
 Normalisation (`normalization`)
 -------------------------------
@@ -65,7 +77,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,6 +90,9 @@ DEFAULT_NORMALIZATION = "none"
 # poison-free dictionaries on disk (real scans with the poisoned texts left out) the
 # largest statistic was 14.5, the smallest trigger statistic 15.8.
 DEFAULT_THRESHOLD = 15.0
+# Share of a keyword's flagged texts whose predicted class must change when its phrase
+# is deleted (module step 6): measured 0.99 for a real trigger, 0.09-0.23 for false alarms.
+DEFAULT_MIN_FLIP = 0.5
 NULL_FALSE_ALARM_RATE = 0.03
 _MAD_SCALE = 1.4826
 _PAD_ID = 0
@@ -99,7 +114,10 @@ class PlusKeyword:
         not grow).
       anchor: Index of `word` inside the phrase.
       num_suspicious: Texts that held the key among their suspicious words.
-      num_flagged: Texts this keyword's phrase flagged.
+      num_flagged: Texts this keyword's phrase flagged (or would have flagged, for a
+        rejected keyword).
+      flip_share: Share of those texts whose predicted class changed when the phrase
+        was deleted (`None` when no classifier confirmed it).
     """
 
     word: str
@@ -112,6 +130,7 @@ class PlusKeyword:
     anchor: int
     num_suspicious: int
     num_flagged: int
+    flip_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,10 +141,13 @@ class PlusResult:
     """The decision of BKI+ and what it flagged.
 
     Attributes:
-      backdoor_found: Whether the first test rejected the null (`statistic >= threshold`).
+      backdoor_found: Whether a keyword passed the test (`statistic >= threshold`) and,
+        when a classifier was given, its confirmation.
       statistic: The first round's test statistic (robust z of the top entry's g).
       threshold: The decision threshold.
       keywords: The keywords found, in order (empty when no backdoor was found).
+      rejected: Keywords that passed the test but failed the prediction-flip
+        confirmation (module step 6), in order; they flagged nothing.
       stop_statistic: The statistic of the round that said stop (`None` when the
         search stopped at `max_keywords` or ran out of texts).
       flagged: `int64 [k]` sorted indices of every flagged text (empty when
@@ -142,9 +164,11 @@ class PlusResult:
     flagged: np.ndarray
     normalization: str
     settings: dict[str, Any]
+    rejected: tuple[PlusKeyword, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "keywords", tuple(self.keywords))
+        object.__setattr__(self, "rejected", tuple(self.rejected))
         flagged = np.asarray(self.flagged, dtype=np.int64)
         if flagged.ndim != 1 or np.any(np.diff(flagged) <= 0):
             raise ValueError(
@@ -168,6 +192,7 @@ class PlusResult:
             "flagged": self.flagged.tolist(),
             "normalization": self.normalization,
             "settings": dict(self.settings),
+            "rejected": [k.to_dict() for k in self.rejected],
         }
 
     @classmethod
@@ -181,28 +206,42 @@ class PlusResult:
             flagged=np.asarray(d["flagged"], dtype=np.int64),
             normalization=d["normalization"],
             settings=dict(d.get("settings", {})),
+            rejected=tuple(PlusKeyword(**k) for k in d.get("rejected", ())),
         )
 
     def summary(self) -> str:
         """Markdown: the decision and one row per keyword."""
         if not self.backdoor_found:
-            return (
-                f"BKI+: **no backdoor found** (statistic {self.statistic:.2f} < threshold "
-                f"{self.threshold:.2f}); nothing flagged."
+            if self.rejected:
+                head = (
+                    f"BKI+: **no backdoor found**: {len(self.rejected)} keyword(s) passed the "
+                    f"test (statistic {self.statistic:.2f} >= {self.threshold:.2f}) but deleting "
+                    "them changed too few predictions; nothing flagged."
+                )
+            else:
+                return (
+                    f"BKI+: **no backdoor found** (statistic {self.statistic:.2f} < threshold "
+                    f"{self.threshold:.2f}); nothing flagged."
+                )
+        else:
+            head = (
+                f"BKI+: **backdoor found** (statistic {self.statistic:.2f} >= threshold "
+                f"{self.threshold:.2f}); {len(self.keywords)} keyword(s), "
+                f"{self.flagged.size} texts flagged."
             )
         lines = [
-            f"BKI+: **backdoor found** (statistic {self.statistic:.2f} >= threshold "
-            f"{self.threshold:.2f}); {len(self.keywords)} keyword(s), "
-            f"{self.flagged.size} texts flagged.",
+            head,
             "",
-            "| # | keyword | label | z | count | phrase | flagged |",
-            "|---|---|---|---|---|---|---|",
+            "| # | keyword | label | z | count | phrase | flagged | prediction flips | kept |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for i, k in enumerate(self.keywords, 1):
+        rows = [(k, True) for k in self.keywords] + [(k, False) for k in self.rejected]
+        for i, (k, kept) in enumerate(rows, 1):
             lab = "" if k.label is None else k.label
+            flip = "" if k.flip_share is None else f"{100 * k.flip_share:.1f} %"
             lines.append(
                 f"| {i} | {k.word} | {lab} | {k.statistic:.2f} | {k.count} | {k.phrase} | "
-                f"{k.num_flagged} |"
+                f"{k.num_flagged} | {flip} | {'yes' if kept else 'no'} |"
             )
         return "\n".join(lines)
 
@@ -328,6 +367,59 @@ def _majority_match(ids: np.ndarray, phrase: np.ndarray) -> float:
     return float((windows == phrase[None, :]).sum(axis=1).max()) / n
 
 
+def _phrase_need(n: int) -> int:
+    """Tokens a window must match in place to count as the phrase (module step 5)."""
+    return 1 if n == 1 else n // 2 + 1
+
+
+def delete_phrase(ids: np.ndarray, phrase: Sequence[int]) -> np.ndarray:
+    """`ids` without the phrase: the tokens of every window that matches it.
+
+    Windows of `len(phrase)` tokens are read left to right; one that matches the
+    phrase's tokens at their places in at least `n // 2 + 1` places (every place for
+    a one-token phrase; step 5's rule) loses its matching tokens, and the next window
+    starts after it. Tokens that do not match are kept.
+    """
+    ids = np.asarray(ids, np.int64)
+    phrase = np.asarray(phrase, np.int64)
+    n = phrase.size
+    keep = np.ones(ids.size, dtype=bool)
+    need = _phrase_need(n)
+    j = 0
+    while j + n <= ids.size:
+        same = ids[j : j + n] == phrase
+        if int(same.sum()) >= need:
+            keep[j : j + n] &= ~same
+            j += n
+        else:
+            j += 1
+    return ids[keep]
+
+
+def flip_share(
+    classify: Callable[[Sequence[np.ndarray]], np.ndarray],
+    texts: Sequence[np.ndarray],
+    phrase: Sequence[int],
+) -> float:
+    """Share of `texts` whose predicted class changes when `phrase` is deleted.
+
+    Texts the deletion leaves empty are left out (there is nothing to classify); when
+    none is left, 1.0 (no evidence against the phrase).
+    """
+    after = [delete_phrase(t, phrase) for t in texts]
+    rows = [i for i, t in enumerate(after) if t.size]
+    if not rows:
+        return 1.0
+    before = np.asarray(classify([np.asarray(texts[i], np.int64) for i in rows]))
+    changed = np.asarray(classify([after[i] for i in rows]))
+    if before.shape != (len(rows),) or changed.shape != (len(rows),):
+        raise ValueError(
+            f"classify must return one class per text: {len(rows)} texts, got shapes "
+            f"{before.shape} and {changed.shape}."
+        )
+    return float(np.mean(before != changed))
+
+
 def identify(
     token_ids: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
@@ -341,6 +433,8 @@ def identify(
     max_phrase: int = 8,
     phrase_min_share: float = 0.5,
     phrase_min_lift: float = 10.0,
+    classify: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
+    min_flip: float = DEFAULT_MIN_FLIP,
 ) -> tuple[PlusResult, list[tuple[tuple[str, float], ...]], dict]:
     """Runs BKI+ (module docstring) on precomputed deletion scores.
 
@@ -358,6 +452,11 @@ def identify(
       phrase_min_share: Share of the suspicious texts a phrase extension must hold.
       phrase_min_lift: How many times the extension's share must exceed the token's
         frequency among the other texts' tokens.
+      classify: Optional; maps a list of `int [l]` id arrays (unpadded texts) to their
+        predicted classes `int [k]`. With it each keyword is confirmed by prediction
+        flip (module step 6); without it, not.
+      min_flip: Share of a keyword's flagged texts whose class must change (`[0, 1]`;
+        0 keeps every keyword).
 
     Returns:
       `(result, suspicious, first_dictionary)`: the `PlusResult`; per text its
@@ -385,6 +484,9 @@ def identify(
         raise ValueError(f"phrase_min_share must be in (0, 1], got {phrase_min_share}.")
     if not phrase_min_lift >= 1:
         raise ValueError(f"phrase_min_lift must be >= 1, got {phrase_min_lift}.")
+    if isinstance(min_flip, bool) or not (isinstance(min_flip, int | float) and 0 <= min_flip <= 1):
+        raise ValueError(f"min_flip must be a share in [0, 1], got {min_flip!r}.")
+    confirm = classify is not None and min_flip > 0
     n = len(token_ids)
     if n == 0 or len(scores) != n:
         raise ValueError(
@@ -411,6 +513,7 @@ def identify(
     active = np.ones(n, dtype=bool)
     flagged_mask = np.zeros(n, dtype=bool)
     found: list[PlusKeyword] = []
+    rejected: list[PlusKeyword] = []
     first_stat = None
     stop = None
     first_dictionary = None
@@ -440,7 +543,7 @@ def identify(
         if len(phrase) == 1:
             hit = np.asarray(suspicious, np.int64)
         else:
-            need = len(phrase) // 2 + 1
+            need = _phrase_need(len(phrase))
             phrase_arr = np.asarray(phrase, np.int64)
             hit = np.asarray(
                 [
@@ -451,27 +554,41 @@ def identify(
                 ],
                 np.int64,
             )
+        flips = (
+            flip_share(classify, [ids_list[i] for i in hit], phrase)
+            if confirm and hit.size
+            else None
+        )
         count, mean, g = entry
         word_id = key[0] if isinstance(key, tuple) else key
-        found.append(
-            PlusKeyword(
-                word=vocabulary[word_id],
-                label=None if label is None else int(label),
-                statistic=float(z),
-                count=int(count),
-                mean=float(mean),
-                g=float(g),
-                phrase=" ".join(vocabulary[t] for t in phrase),
-                anchor=int(anchor),
-                num_suspicious=len(suspicious),
-                num_flagged=int(hit.size),
-            )
+        keyword = PlusKeyword(
+            word=vocabulary[word_id],
+            label=None if label is None else int(label),
+            statistic=float(z),
+            count=int(count),
+            mean=float(mean),
+            g=float(g),
+            phrase=" ".join(vocabulary[t] for t in phrase),
+            anchor=int(anchor),
+            num_suspicious=len(suspicious),
+            num_flagged=int(hit.size),
+            flip_share=flips,
         )
-        active[hit] = False
-        flagged_mask[hit] = True
         # Suspicious texts the phrase rule kept stay in, without the key, so the next
         # round never tests the same key again.
         _drop_key(texts, key)
+        if flips is not None and flips < min_flip:
+            # The phrase's other words would only grow the same phrase again.
+            for token in phrase:
+                _drop_key(texts, int(token) if label is None else (int(token), int(label)))
+            rejected.append(keyword)
+            if len(rejected) >= max_keywords:
+                stop = None
+                break
+            continue
+        found.append(keyword)
+        active[hit] = False
+        flagged_mask[hit] = True
         if len(found) >= max_keywords or not active.any():
             stop = None
             break
@@ -491,7 +608,9 @@ def identify(
             "phrase_min_share": float(phrase_min_share),
             "phrase_min_lift": float(phrase_min_lift),
             "label_keys": label_arr is not None,
+            "min_flip": float(min_flip) if confirm else None,
         },
+        rejected=tuple(rejected),
     )
     return result, [t.suspicious for t in texts], first_dictionary
 

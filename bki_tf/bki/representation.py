@@ -115,6 +115,31 @@ def representation_model(
     return keras.Model(ids, h, name=f"{model.name}_representation")
 
 
+def classifier_model(model: keras.Model) -> keras.Model:
+    """The sub-model `token ids -> class probabilities` of `model`, any text length.
+
+    The probabilities are the model's first output (`bki_tf.build_classifier`:
+    `probs`); as `representation_model` on the layer that computes it.
+
+    Raises:
+      ValueError: As `representation_model`, or when the first output is not
+        `[batch, classes]`.
+    """
+    _ids_tensor(model)  # The actionable errors for subclassed or unbuilt models.
+    outputs = model.outputs
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    history = getattr(outputs[0], "_keras_history", None)
+    layer = getattr(history, "operation", None) if history is not None else None
+    if layer is None or len(outputs[0].shape) != 2:
+        raise ValueError(
+            f"Model {model.name!r}'s first output {tuple(outputs[0].shape)} is not the class "
+            "probabilities [batch, classes] of a top-level layer; BKI+ re-classifies texts "
+            "with it (or pass min_flip=0 / --min_flip=0)."
+        )
+    return representation_model(model, layer.name)
+
+
 def text_vectorizer(model: keras.Model) -> keras.layers.TextVectorization | None:
     """The model's `TextVectorization` layer (raw strings in), or None for an ids model.
 

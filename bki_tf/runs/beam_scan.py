@@ -571,6 +571,7 @@ def _run(
             config,
             labels=labels,
             scan_seconds=time.time() - start,
+            model=run.model,
         )
     else:
         stats = {}

@@ -431,6 +431,7 @@ def _plus_details(plus: dict | None) -> dict:
         "statistic": plus.get("statistic"),
         "threshold": plus.get("threshold"),
         "phrases": [k.get("phrase") for k in plus.get("keywords", [])],
+        "rejected": [k.get("phrase") for k in plus.get("rejected", [])],
     }
 
 

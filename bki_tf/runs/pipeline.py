@@ -165,6 +165,7 @@ class Report:
     retrain_seconds: float
     backdoor_found: bool = True
     phrases: tuple[str, ...] | None = None
+    rejected_phrases: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -385,6 +386,7 @@ def _run_scan(
         labels=run.train.labels,
         local_scores=local,
         scan_seconds=scan_seconds,
+        model=run.model,
     )
     return write_scan(
         workdir,
@@ -715,6 +717,12 @@ def make_report(workdir: str, variant: str = "paper", clean_workdir: str | None 
         retrain_seconds=ret.wall_seconds or 0.0,
         backdoor_found=scan.backdoor_found,
         phrases=None if scan.plus is None else tuple(k["phrase"] for k in scan.plus["keywords"]),
+        rejected_phrases=None
+        if scan.plus is None
+        else tuple(
+            f"{k['phrase']} ({100 * k['flip_share']:.1f} % flips)"
+            for k in scan.plus.get("rejected", ())
+        ),
     )
     artifacts.write_json(os.path.join(workdir, names.report_json), report.to_dict())
     artifacts.write_text(os.path.join(workdir, names.report_md), format_report(report.to_dict()))
@@ -757,6 +765,10 @@ def format_report(r: dict) -> str:
             else [
                 ("backdoor found", "yes" if r.get("backdoor_found", True) else "no"),
                 ("trigger phrases found", ", ".join(f"`{x}`" for x in r["phrases"]) or "none"),
+                (
+                    "rejected (deleting them changed too few predictions)",
+                    ", ".join(f"`{x}`" for x in r.get("rejected_phrases") or ()) or "none",
+                ),
             ]
         ),
         ("keyword", _keyword_cell(r)),

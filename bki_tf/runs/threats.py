@@ -171,7 +171,11 @@ def run_cell(
                     ).asr_per_trigger,
                     "untriggered_target_share_after": r["untriggered_target_share_after"],
                     **(
-                        {"backdoor_found": r["backdoor_found"], "phrases": r["phrases"]}
+                        {
+                            "backdoor_found": r["backdoor_found"],
+                            "phrases": r["phrases"],
+                            "rejected": r["rejected_phrases"],
+                        }
                         if variant == "plus"
                         else {}
                     ),
