@@ -203,6 +203,23 @@ def test_scan_with_other_settings_is_refused_unless_overwrite(copy):
     assert not os.path.exists(os.path.join(copy, "report.json"))
 
 
+def test_pipeline_redoes_a_stale_scan_only_when_asked(copy, tiny_imdb_dir):
+    # A BKI+ scan without the confirmation, then the pipeline with it.
+    pipeline.run_scan(copy, BKIConfig(p=3, variant="plus", min_flip=0), progress=False)
+    plus = BKIConfig(p=3, variant="plus")
+    with pytest.raises(pipeline.StaleScanError, match="other settings"):
+        pipeline.run_pipeline(_config(tiny_imdb_dir), plus, copy, verbose=0)
+    paper_scan = _sha(os.path.join(copy, "scan", "scan.json"))
+    report = pipeline.run_pipeline(
+        _config(tiny_imdb_dir), plus, copy, verbose=0, rescan_stale=True
+    )
+    record = pipeline.read_scan(copy, "plus")
+    assert record.config["min_flip"] == 0.5 and report.variant == "plus"
+    assert record.deletion_scores_from is not None  # The paper scan's scores, reused.
+    # The other variant's steps are untouched.
+    assert _sha(os.path.join(copy, "scan", "scan.json")) == paper_scan
+
+
 def test_model_without_hidden_output_is_rejected(copy):
     run = attack.load_run(copy)
     training_view = keras.Model(run.model.inputs, run.model.outputs[0])

@@ -86,7 +86,7 @@ SEGMENTS = ("predicted", "label")
 
 COMPARE_DIR = wd.COMPARE_DIR
 # Each sanitizer's retraining measures, read back by a rerun on the same run and rows.
-RETRAINED_DIR = os.path.join(wd.COMPARE_DIR, "retrained")
+RETRAINED_DIR = wd.RETRAINED_DIR
 CONFIG_FILE = wd.CONFIG_FILE
 
 

@@ -310,6 +310,10 @@ def _write_tensorboard(logdir, run, result, ids, lengths, config: BKIConfig) -> 
     )
 
 
+class StaleScanError(ValueError):
+    """A scan folder holds a scan of another model or with other settings."""
+
+
 def prepare_scan(workdir: str, config: BKIConfig, overwrite: bool, folder: str | None = None):
     """Loads the subject and checks for a finished scan before scanning.
 
@@ -337,7 +341,7 @@ def prepare_scan(workdir: str, config: BKIConfig, overwrite: bool, folder: str |
                 path, ScanRecord, f"rerun python -m experiments.scan --variant={config.variant}"
             )
         stored = existing.get("config") if isinstance(existing, dict) else existing
-        raise ValueError(
+        raise StaleScanError(
             f"{path!r} holds a scan of another model or with other settings ({stored}); "
             "pass --overwrite to rescan."
         )
@@ -809,11 +813,16 @@ def run_pipeline(
     verbose: int | str = "auto",
     clean_workdir: str | None = None,
     tensorboard: bool = False,
+    rescan_stale: bool = False,
 ) -> Report:
     """attack -> scan -> filter -> retrain -> report, resuming completed steps.
 
     `overwrite` redoes the attack, which clears every variant's steps; `tensorboard`
-    as in `run_scan`.
+    as in `run_scan`. A scan folder that holds a scan with other settings is refused
+    (`StaleScanError`), unless `rescan_stale`: then that variant's scan, filter and
+    retraining are redone (the deletion scores come from another variant's scan of the
+    same victim when there is one), as `reproduce` and `threats` do in the folders
+    they own.
 
     Returns:
       The report (also written to `report.json` / `report.md`, with a `_refined`
@@ -823,9 +832,20 @@ def run_pipeline(
     # The attack validates everything before it creates the workdir, then locks it.
     attack.run_attack(attack_config, workdir, overwrite=overwrite, verbose=verbose)
     with wd.lock(workdir):
-        run_scan(
-            workdir, scan_config, overwrite=False, progress=bool(verbose), tensorboard=tensorboard
-        )
+        try:
+            run_scan(
+                workdir,
+                scan_config,
+                overwrite=False,
+                progress=bool(verbose),
+                tensorboard=tensorboard,
+            )
+        except StaleScanError:
+            if not rescan_stale:
+                raise
+            run_scan(
+                workdir, scan_config, overwrite=True, progress=bool(verbose), tensorboard=tensorboard
+            )
         run_filter(workdir, variant=variant)
         run_retrain(workdir, verbose=verbose, variant=variant)
         return make_report(workdir, variant=variant, clean_workdir=clean_workdir)

@@ -179,6 +179,7 @@ def run_grid(
                 os.path.join(workdir, seed_folder(cell, seed)),
                 verbose=verbose,
                 clean_workdir=clean_workdir,
+                rescan_stale=True,
             )
             row = {"cell": cell.name, "clean_run": cell.trigger is None, **report.to_dict()}
             if seed is not None:

@@ -149,7 +149,11 @@ def run_cell(
         if f"bki_{variant}" not in defences:
             continue
         report = pipeline.run_pipeline(
-            config, dataclasses.replace(scan_config, variant=variant), workdir, verbose=verbose
+            config,
+            dataclasses.replace(scan_config, variant=variant),
+            workdir,
+            verbose=verbose,
+            rescan_stale=True,
         )
         r = report.to_dict()
         rows.append(

@@ -47,6 +47,8 @@ MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 LOG_DIR = "logs"
 COMPARE_DIR = "compare"
+# The sanitizers' retrained models' measures (`comparison.run_comparison`), one JSON each.
+RETRAINED_DIR = os.path.join(COMPARE_DIR, "retrained")
 DATASET_FILE = "dataset.json"
 TENSORBOARD_DIR = "tensorboard"  # Inside each scan folder: the scan in TensorBoard.
 
