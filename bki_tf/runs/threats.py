@@ -304,6 +304,9 @@ MATRIX_NOTES = (
     "(clean and triggered, at most 1,000 each; `details.frr`, `details.far`); its before "
     "values are on that subset; ASR after: triggered inputs accepted *and* classified as the "
     "target; accuracy after: clean inputs accepted and classified correctly.",
+    "- BKI+: `details.backdoor_found`; `details.phrases`, the trigger phrases it kept and "
+    "removed; `details.rejected`, phrases that passed its z-test but whose deletion changed "
+    "too few predictions (not removed).",
     "- l-inf pruning flags no text and retrains nothing; its pruning point is chosen on the "
     "triggered test set its ASR after is measured on (an oracle: optimistic).",
     "- Several triggers (`multi_trigger`, `rare_tokens`): ASR is the mean over one block of "
