@@ -7,9 +7,11 @@ case's folder (its workdir, its inputs) and the shared dataset folder hold the s
 files, byte for byte, before and after the run; a workdir that did not exist is not
 created.
 
-The binaries pay a TensorFlow import each (~6 s of CPU), so the module fixture `outcomes` runs
-the selected cases' subprocesses a few at a time (those that need no finished run while
-it trains the shared one); each parametrized test then checks one case's outcome.
+A TensorFlow import costs ~6 s of CPU, so each case runs as a fork of one process that
+imported it once (`binary_runner`: a fresh `python -m experiments.<binary>` with its own
+argv, environment, stdin, stdout, stderr and exit status). The module fixture `outcomes`
+runs the selected cases a few at a time (those that need no finished run while it trains
+the shared one); each parametrized test then checks one case's outcome.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import binary_runner
 import pytest
 from conftest import TRIGGER, tiny_attack_config
 
@@ -551,23 +554,10 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _execute(argv: list[str], extra_env: dict[str, str]) -> tuple[int | None, str, float]:
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=REPO_ROOT,
-            env=_env(extra_env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
-        return None, stderr or "", time.monotonic() - start
-    return proc.returncode, proc.stderr, time.monotonic() - start
+def _execute(runner, argv: list[str], extra_env: dict[str, str]) -> tuple[int | None, str, float]:
+    """Runs `argv` (`python -m experiments.<binary> ...`) as a fork of `runner`."""
+    assert argv[1] == "-m", argv
+    return runner.run(argv[2], argv[3:], _env(extra_env), REPO_ROOT, TIMEOUT_S)
 
 
 def _argv(binary: str, args, case_dir: str, fx: Fixtures) -> list[str]:
@@ -621,6 +611,8 @@ def outcomes(request, tmp_path_factory, tiny_imdb_dir) -> dict[str, Outcome]:
     data_before = snapshot(tiny_imdb_dir)
     with contextlib.ExitStack() as held:
         pool = held.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
+        runner = binary_runner.Runner(REPO_ROOT, _env({}))
+        held.callback(runner.close)
 
         def start(name: str, binary: str, args, env: dict, fx: Fixtures, case=None) -> None:
             case_dir = folders[name] = os.path.join(root, "cases", name)
@@ -635,7 +627,7 @@ def outcomes(request, tmp_path_factory, tiny_imdb_dir) -> dict[str, Outcome]:
                 held.enter_context(wd.lock(os.path.join(case_dir, "work")))
             argvs[name] = _argv(binary, args, case_dir, fx)
             before[name] = snapshot(case_dir)
-            futures[name] = pool.submit(_execute, argvs[name], env)
+            futures[name] = pool.submit(_execute, runner, argvs[name], env)
 
         fx = Fixtures(data=tiny_imdb_dir, run="", scanned="")
         if traceback:
