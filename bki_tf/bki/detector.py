@@ -569,7 +569,8 @@ def detect(
 
     Chen & Dai (2021), Algorithm 1 (`variant="paper"`), the authors' refined code
     (`variant="refined"`) or BKI+ (`variant="plus"`, `bki_tf.bki.plus`: a decision
-    with `result.backdoor_found`, several keywords grown into trigger phrases).
+    with `result.backdoor_found`, several keywords grown into trigger phrases, each
+    confirmed by re-classifying its flagged texts without it, `config.min_flip`).
 
     Args:
       model: A classifier from `bki_tf.build_classifier`, or with
