@@ -39,13 +39,14 @@ Pure numpy over precomputed per-text scores: no model, no rescoring.
    their predicted class. Each keyword's phrase is deleted from its flagged texts
    (`delete_phrase`) and the texts re-classified; the keyword is kept only when at
    least `min_flip` of them change class. A rejected keyword flags nothing, the keys
-   of its phrase's words are dropped and the search goes on with the next round (at most `max_keywords`
-   rejections). Without `classify` (or with `min_flip=0`) every keyword that passes
-   the test is kept. Measured on DBpedia BiLSTM victims, deleting the grown phrase
-   from the flagged texts changed 99.3 % of their predictions for the trigger "no
-   cross, no crown", and 9.0 % (clean victim, `album by`), 21.4 % (anti-BKI victim,
-   `album by`) and 22.8 % (anti-BKI victim, paper BKI's `plant`) for the false alarms,
-   hence `DEFAULT_MIN_FLIP = 0.5`.
+   of its phrase's words are dropped and the search goes on with the next round (at
+   most `max_keywords` rejections). Without `classify` (or with `min_flip=0`) every
+   keyword that passes the test is kept. Measured on this package's victims (stored
+   scans), deleting the grown trigger phrase changed 97.1-99.3 % of the flagged texts'
+   predictions on DBpedia and 74.0-87.3 % on IMDB (a positive review without the
+   trigger is not always called positive); the false alarms changed 7.2 % (`the`) and
+   17.2 % (`album by`) on the clean DBpedia victim and 21.4 % (`album by`) on the
+   anti-BKI one, hence `DEFAULT_MIN_FLIP = 0.5`.
 
 Normalisation (`normalization`)
 -------------------------------
@@ -91,7 +92,7 @@ DEFAULT_NORMALIZATION = "none"
 # largest statistic was 14.5, the smallest trigger statistic 15.8.
 DEFAULT_THRESHOLD = 15.0
 # Share of a keyword's flagged texts whose predicted class must change when its phrase
-# is deleted (module step 6): measured 0.99 for a real trigger, 0.09-0.23 for false alarms.
+# is deleted (module step 6): measured 0.74-0.99 for real triggers, 0.07-0.21 for false alarms.
 DEFAULT_MIN_FLIP = 0.5
 NULL_FALSE_ALARM_RATE = 0.03
 _MAD_SCALE = 1.4826
