@@ -28,7 +28,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import binary_runner

@@ -32,7 +32,8 @@ PRELOAD = (
     "tensorflow",
     "keras",
     "absl.app",
-    "bki_tf", "bki_tf.runs.pipeline",
+    "bki_tf",
+    "bki_tf.runs.pipeline",
     "experiments.common_flags",
 )
 

@@ -210,9 +210,7 @@ def test_pipeline_redoes_a_stale_scan_only_when_asked(copy, tiny_imdb_dir):
     with pytest.raises(pipeline.StaleScanError, match="other settings"):
         pipeline.run_pipeline(_config(tiny_imdb_dir), plus, copy, verbose=0)
     paper_scan = _sha(os.path.join(copy, "scan", "scan.json"))
-    report = pipeline.run_pipeline(
-        _config(tiny_imdb_dir), plus, copy, verbose=0, rescan_stale=True
-    )
+    report = pipeline.run_pipeline(_config(tiny_imdb_dir), plus, copy, verbose=0, rescan_stale=True)
     record = pipeline.read_scan(copy, "plus")
     assert record.config["min_flip"] == 0.5 and report.variant == "plus"
     assert record.deletion_scores_from is not None  # The paper scan's scores, reused.

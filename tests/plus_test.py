@@ -312,9 +312,7 @@ def test_a_false_alarm_is_rejected_by_prediction_flip_and_the_trigger_found():
     assert plus.PlusResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
     assert "| no |" in result.summary() and "100.0 %" in result.summary()
     # min_flip=0 turns the confirmation off.
-    off, _, _ = plus.identify(
-        ids, scores, VOCAB, labels=labels, classify=_classifier(), min_flip=0
-    )
+    off, _, _ = plus.identify(ids, scores, VOCAB, labels=labels, classify=_classifier(), min_flip=0)
     assert off.to_dict()["keywords"] == unconfirmed.to_dict()["keywords"]
 
 
@@ -370,9 +368,7 @@ def test_select_plus_needs_the_model_for_its_confirmation():
     scores = [np.ones(3), np.ones(2)]
     with pytest.raises(ValueError, match="pass model="):
         detector.select(ids, lengths, scores, vocab, bki.BKIConfig(variant="plus"))
-    result = detector.select(
-        ids, lengths, scores, vocab, bki.BKIConfig(variant="plus", min_flip=0)
-    )
+    result = detector.select(ids, lengths, scores, vocab, bki.BKIConfig(variant="plus", min_flip=0))
     assert not result.backdoor_found
 
 

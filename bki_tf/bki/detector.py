@@ -391,9 +391,7 @@ def select(
                 "texts: pass model=..., or set min_flip=0 (--min_flip=0) to skip the check."
             )
         classify = class_predictor(model) if config.min_flip > 0 else None
-        return _select_plus(
-            token_ids, scores, vocabulary, config, labels, scan_seconds, classify
-        )
+        return _select_plus(token_ids, scores, vocabulary, config, labels, scan_seconds, classify)
     selection = keywords.identify_keyword(
         token_ids,
         scores,

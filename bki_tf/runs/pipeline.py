@@ -844,7 +844,11 @@ def run_pipeline(
             if not rescan_stale:
                 raise
             run_scan(
-                workdir, scan_config, overwrite=True, progress=bool(verbose), tensorboard=tensorboard
+                workdir,
+                scan_config,
+                overwrite=True,
+                progress=bool(verbose),
+                tensorboard=tensorboard,
             )
         run_filter(workdir, variant=variant)
         run_retrain(workdir, verbose=verbose, variant=variant)

@@ -203,6 +203,21 @@ SEED_METRICS = (
 )
 
 
+def mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation (ddof 0) of the finite numbers in `values`.
+
+    `(None, None)` when there is none (a metric no seed measured).
+    """
+    kept = [
+        float(v)
+        for v in values
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(float(v))
+    ]
+    if not kept:
+        return None, None
+    return float(np.mean(kept)), float(np.std(kept))
+
+
 def seed_summary(reports: list[dict]) -> list[dict]:
     """Per cell, each metric's mean and standard deviation (ddof 0) over its seeds.
 
@@ -229,13 +244,7 @@ def seed_summary(reports: list[dict]) -> list[dict]:
             "backdoor_found": float(np.mean([bool(r.get("backdoor_found", True)) for r in rows])),
         }
         for m in SEED_METRICS:
-            values = [
-                float(r[m])
-                for r in rows
-                if isinstance(r.get(m), int | float) and np.isfinite(float(r[m]))
-            ]
-            row[f"{m}_mean"] = float(np.mean(values)) if values else None
-            row[f"{m}_std"] = float(np.std(values)) if values else None
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(r.get(m) for r in rows)
         out.append(row)
     return out
 

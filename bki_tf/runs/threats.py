@@ -288,9 +288,7 @@ def seed_rows(rows: Sequence[dict]) -> list[dict]:
     for (attack_name, dataset, defence), members in groups.items():
         row = {"attack": attack_name, "dataset": dataset, "defence": defence}
         for key in ROW_KEYS[3:]:
-            values = [m[key] for m in members if m.get(key) is not None]
-            row[key] = None if not values else float(np.mean(values))
-            row[f"{key}_std"] = None if not values else float(np.std(values))
+            row[key], row[f"{key}_std"] = reproduction.mean_std(m.get(key) for m in members)
         row["seeds"] = [m.get("seed") for m in members]
         out.append(row)
     return out
