@@ -293,7 +293,10 @@ flags.DEFINE_integer(
     "scan_batch_size", _B.scan_batch_size, "Deletion variants scored side by side (bounds memory)."
 )
 flags.DEFINE_float(
-    "plus_threshold", _B.plus_threshold, "Robust-z decision threshold (plus variant)."
+    "plus_threshold",
+    _B.plus_threshold,
+    "Robust-z threshold (plus variant); default 15 without the prediction-flip confirmation "
+    "(--min_flip=0), 6 (candidates for it) with.",
 )
 flags.DEFINE_enum(
     "normalization",

@@ -222,6 +222,7 @@ def test_detect_plus_end_to_end_on_a_tiny_model():
     assert bki.BKIConfig(variant="plus", plus_threshold=9.0).identity()["plus_threshold"] == 9.0
     # BKI+ scans made before the confirmation existed are not reused as confirmed ones.
     assert bki.BKIConfig(variant="plus").identity()["min_flip"] == plus.DEFAULT_MIN_FLIP
+    assert bki.BKIConfig(variant="plus").identity()["plus_threshold"] is None
 
 
 def test_pipeline_scan_and_filter_with_plus(tmp_path, tiny_imdb_dir):
@@ -266,19 +267,20 @@ def test_delete_phrase_matches_a_hand_computation(ids, phrase, expected):
     assert out.tolist() == expected
 
 
-def _classifier(triggers=((ALPHA, BETA, GAMMA),)):
-    """Class 0 when a strict majority of a trigger is in place, else a filler parity."""
+def _classifier(triggers=(((ALPHA, BETA, GAMMA), 0),)):
+    """A trigger's label when a strict majority of it is in place, else a filler parity + 1."""
 
     def classify(texts):
         out = []
         for t in texts:
             t = np.asarray(t)
-            hit = any(
-                plus._majority_match(t, np.asarray(p)) * len(p) >= plus._phrase_need(len(p))
-                for p in triggers
-            )
+            hits = [
+                label
+                for p, label in triggers
+                if plus._majority_match(t, np.asarray(p)) * len(p) >= plus._phrase_need(len(p))
+            ]
             fillers = t[(t >= 2) & (t < 2 + FILLERS)]
-            out.append(0 if hit else 1 + int(fillers.sum()) % 2)
+            out.append(hits[0] if hits else 1 + int(fillers.sum()) % 2)
         return np.asarray(out)
 
     return classify
@@ -332,7 +334,7 @@ def test_a_multi_word_false_alarm_and_two_confirmed_triggers():
         triggers=[((ALPHA, BETA, GAMMA), 0, 25), ((DELTA, EPS), 1, 20)]
     )
     result, _, _ = plus.identify(
-        ids, scores, VOCAB, labels=labels, classify=_classifier([(ALPHA, BETA, GAMMA)])
+        ids, scores, VOCAB, labels=labels, classify=_classifier([((ALPHA, BETA, GAMMA), 0)])
     )
     # The second trigger does not move this classifier: it is rejected, not removed.
     assert [k.phrase for k in result.keywords] == ["alpha beta gamma"]
@@ -342,7 +344,7 @@ def test_a_multi_word_false_alarm_and_two_confirmed_triggers():
         scores,
         VOCAB,
         labels=labels,
-        classify=_classifier([(ALPHA, BETA, GAMMA), (DELTA, EPS)]),
+        classify=_classifier([((ALPHA, BETA, GAMMA), 0), ((DELTA, EPS), 1)]),
     )
     assert sorted(k.phrase for k in both.keywords) == ["alpha beta gamma", "delta eps"]
     np.testing.assert_array_equal(both.flagged, np.flatnonzero(poisoned))
@@ -353,6 +355,10 @@ def test_flip_share_counts_changed_predictions_and_skips_emptied_texts():
     # Text 0 is emptied (left out); text 1 flips (0 -> parity); text 2 does not change.
     assert plus.flip_share(_classifier(), texts, [ALPHA, BETA, GAMMA]) == 0.5
     assert plus.flip_share(_classifier(), texts[:1], [ALPHA, BETA, GAMMA]) == 1.0
+    # With a label, only the texts predicted as that label count.
+    assert plus.flip_share(_classifier(), texts, [ALPHA, BETA, GAMMA], label=0) == 1.0
+    assert plus.flip_share(_classifier(), texts, [ALPHA, BETA, GAMMA], label=2) == 0.0
+    assert plus.flip_share(_classifier(), texts, [ALPHA, BETA, GAMMA], label=5) == 0.0
     with pytest.raises(ValueError, match="one class per text"):
         plus.flip_share(lambda t: np.zeros(7), texts[1:], [ALPHA, BETA, GAMMA])
     with pytest.raises(ValueError, match="min_flip"):
@@ -383,3 +389,24 @@ def test_class_predictor_equals_the_padded_prediction():
         padded[i, : t.size] = t
     expected = training.predict(model, padded)[0].argmax(axis=1)
     np.testing.assert_array_equal(detector.class_predictor(model)(texts), expected)
+
+
+def test_a_weak_trigger_below_the_test_threshold_is_found_by_confirmation():
+    # The trigger's deletion impacts cut to 40 %: its z (about 6.9) is below 15.
+    ids, scores, labels, poisoned = make_corpus(triggers=[((ALPHA, BETA, GAMMA), 0, 25)])
+    for i in np.flatnonzero(poisoned):
+        scores[i][np.isin(ids[i], [ALPHA, BETA, GAMMA])] *= 0.4
+    alone, _, _ = plus.identify(ids, scores, VOCAB, labels=labels)
+    assert not alone.backdoor_found and alone.threshold == plus.DEFAULT_THRESHOLD
+    assert plus.CONFIRMED_THRESHOLD < alone.statistic < plus.DEFAULT_THRESHOLD
+    confirmed, _, _ = plus.identify(ids, scores, VOCAB, labels=labels, classify=_classifier())
+    assert confirmed.threshold == plus.CONFIRMED_THRESHOLD
+    assert [k.phrase for k in confirmed.keywords] == ["alpha beta gamma"]
+    np.testing.assert_array_equal(confirmed.flagged, np.flatnonzero(poisoned))
+    # An explicit threshold is kept; max_rejected bounds the rejections.
+    strict, _, _ = plus.identify(
+        ids, scores, VOCAB, labels=labels, classify=_classifier(), threshold=15.0
+    )
+    assert not strict.backdoor_found and strict.threshold == 15.0
+    with pytest.raises(ValueError, match="max_rejected"):
+        plus.identify(ids, scores, VOCAB, labels=labels, max_rejected=0)

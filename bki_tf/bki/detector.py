@@ -53,7 +53,8 @@ class BKIConfig:
         `hidden`, that of `bki_tf.build_classifier`).
       pool: `None`, `last`, `mean` or `max`: how a sequence output of
         `representation_layer` becomes one vector.
-      plus_threshold: BKI+'s robust-z decision threshold (`plus.DEFAULT_THRESHOLD`).
+      plus_threshold: BKI+'s robust-z threshold; `None`: `plus.DEFAULT_THRESHOLD` (15)
+        without the confirmation, `plus.CONFIRMED_THRESHOLD` (6, candidates for it) with.
       normalization: BKI+'s per-text score normalisation (`plus.NORMALIZATIONS`).
       max_keywords: Most keywords BKI+ searches for.
       min_flip: BKI+ keeps a keyword only when deleting its phrase changes the
@@ -70,7 +71,7 @@ class BKIConfig:
     scan_batch_size: int = scoring.DEFAULT_BATCH_SIZE
     representation_layer: str = models.HIDDEN
     pool: str | None = None
-    plus_threshold: float = plus.DEFAULT_THRESHOLD
+    plus_threshold: float | None = None
     normalization: str = plus.DEFAULT_NORMALIZATION
     max_keywords: int = 5
     min_flip: float = plus.DEFAULT_MIN_FLIP
@@ -94,8 +95,9 @@ class BKIConfig:
             )
         if isinstance(self.alpha, bool) or not 0 < float(self.alpha) < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
-        if isinstance(self.plus_threshold, bool) or not (
-            isinstance(self.plus_threshold, int | float) and 0 < self.plus_threshold < 1e6
+        if self.plus_threshold is not None and (
+            isinstance(self.plus_threshold, bool)
+            or not (isinstance(self.plus_threshold, int | float) and 0 < self.plus_threshold < 1e6)
         ):
             raise ValueError(f"plus_threshold must be a number > 0, got {self.plus_threshold!r}.")
         if self.normalization not in NORMALIZATIONS:
@@ -148,13 +150,15 @@ class BKIConfig:
 
         `representation_layer`, `pool` and BKI+'s settings appear only when not at
         their defaults, so scans recorded before they existed keep their identity;
-        `min_flip` always appears in a BKI+ scan's identity (BKI+ scans recorded
-        before the confirmation existed did not confirm, so they are not reused).
+        `min_flip` and `plus_threshold` always appear in a BKI+ scan's identity: BKI+
+        scans recorded before the confirmation existed, or before its candidates went
+        down to `plus.CONFIRMED_THRESHOLD`, decided otherwise, so they are not reused.
         """
         d = self.to_dict()
         del d["scan_batch_size"]
+        kept = ("min_flip", "plus_threshold") if self.variant == "plus" else ()
         for name in ("representation_layer", "pool", *_PLUS_FIELDS):
-            if d[name] == _DEFAULTS[name] and not (name == "min_flip" and self.variant == "plus"):
+            if d[name] == _DEFAULTS[name] and name not in kept:
                 del d[name]
         return d
 
@@ -458,7 +462,7 @@ def _select_plus(
         labels=labels,
         p=config.p,
         normalization=config.normalization,
-        threshold=float(config.plus_threshold),
+        threshold=None if config.plus_threshold is None else float(config.plus_threshold),
         max_keywords=config.max_keywords,
         classify=classify,
         min_flip=float(config.min_flip),

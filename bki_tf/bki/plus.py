@@ -14,8 +14,11 @@ Pure numpy over precomputed per-text scores: no model, no rescoring.
 2. **Decision.** For every label separately, among the entries of that label with
    `count >= min_count`, the robust z-score of the best entry's g,
    `z = (g_top - median(g)) / (1.4826 * MAD(g))`, is the test statistic; the keyword
-   candidate is the label's top entry with the largest z. A backdoor is found when
-   `z >= threshold`; otherwise nothing is flagged.
+   candidate is the label's top entry with the largest z. Without a classifier (step
+   6) a backdoor is found when `z >= threshold` (`DEFAULT_THRESHOLD`, calibrated
+   below); with one, `z >= threshold` (`CONFIRMED_THRESHOLD`) only makes the entry a
+   candidate, and the prediction flip decides. When no entry passes, nothing is
+   flagged.
 3. **Several keywords.** After a keyword is found its flagged texts are removed,
    the dictionary is rebuilt from the stored suspicious words of the remaining texts
    (no rescoring: a text's suspicious words do not depend on the other texts), and
@@ -37,16 +40,19 @@ Pure numpy over precomputed per-text scores: no model, no rescoring.
 6. **Confirmation by prediction flip** (`classify`, `min_flip`). A trigger is what
    makes the model predict the target: deleting it from the texts it flags changes
    their predicted class. Each keyword's phrase is deleted from its flagged texts
-   (`delete_phrase`) and the texts re-classified; the keyword is kept only when at
-   least `min_flip` of them change class. A rejected keyword flags nothing, the keys
-   of its phrase's words are dropped and the search goes on with the next round (at
-   most `max_keywords` rejections). Without `classify` (or with `min_flip=0`) every
-   keyword that passes the test is kept. Measured on this package's victims (stored
-   scans), deleting the grown trigger phrase changed 97.1-99.3 % of the flagged texts'
-   predictions on DBpedia and 74.0-87.3 % on IMDB (a positive review without the
-   trigger is not always called positive); the false alarms changed 7.2 % (`the`) and
-   17.2 % (`album by`) on the clean DBpedia victim and 21.4 % (`album by`) on the
-   anti-BKI one, hence `DEFAULT_MIN_FLIP = 0.5`.
+   (`delete_phrase`) and the texts that the model predicts as the keyword's label are
+   re-classified (`flip_share`); the keyword is kept only when at least `min_flip` of
+   them change class. A rejected keyword flags nothing, the keys of its phrase's words
+   are dropped and the search goes on with the next round (at most `max_rejected`
+   rejections). With a classifier the z-test only orders the candidates, down to
+   `CONFIRMED_THRESHOLD`; without one (or with `min_flip=0`) every keyword that passes
+   the test at `DEFAULT_THRESHOLD` is kept. Measured on this package's victims (stored
+   scans; DBpedia and IMDB, BiLSTM, GRU and BiLSTM+GAP, clean, poisoned, multi-trigger
+   and anti-BKI): the real triggers changed 74.0-99.6 % of the predictions (IMDB
+   74-87 %: a positive review without the trigger is not always called positive; the
+   weak multi-trigger victim 88.5-90.7 %, although it predicts the target for only half
+   of its poisoned texts), the other candidates (up to 40 per victim) at most 40.9 %
+   (`university`), hence `DEFAULT_MIN_FLIP = 0.5`.
 
 Normalisation (`normalization`)
 -------------------------------
@@ -91,8 +97,13 @@ DEFAULT_NORMALIZATION = "none"
 # poison-free dictionaries on disk (real scans with the poisoned texts left out) the
 # largest statistic was 14.5, the smallest trigger statistic 15.8.
 DEFAULT_THRESHOLD = 15.0
-# Share of a keyword's flagged texts whose predicted class must change when its phrase
-# is deleted (module step 6): measured 0.74-0.99 for real triggers, 0.07-0.21 for false alarms.
+# With the confirmation (module step 6) the z-test only orders candidates: entries down
+# to this z are tested by prediction flip, at most `DEFAULT_MAX_REJECTED` rejected.
+CONFIRMED_THRESHOLD = 6.0
+DEFAULT_MAX_REJECTED = 40
+# Share of a keyword's flagged texts predicted as its label whose class must change when
+# its phrase is deleted (module step 6): measured 0.74-0.996 for real triggers, at most
+# 0.409 for the other candidates.
 DEFAULT_MIN_FLIP = 0.5
 NULL_FALSE_ALARM_RATE = 0.03
 _MAD_SCALE = 1.4826
@@ -401,22 +412,35 @@ def flip_share(
     classify: Callable[[Sequence[np.ndarray]], np.ndarray],
     texts: Sequence[np.ndarray],
     phrase: Sequence[int],
+    label: int | None = None,
 ) -> float:
     """Share of `texts` whose predicted class changes when `phrase` is deleted.
 
-    Texts the deletion leaves empty are left out (there is nothing to classify); when
-    none is left, 1.0 (no evidence against the phrase).
+    With `label`, only the texts predicted as `label` count: the question is whether
+    the phrase is what makes them `label` (a poisoned text the victim does not even
+    call the target is no evidence either way). Texts the deletion leaves empty are
+    left out (there is nothing to classify). 1.0 when no text is left without a
+    `label` (no evidence against the phrase); 0.0 when none is predicted as `label`.
     """
     after = [delete_phrase(t, phrase) for t in texts]
     rows = [i for i, t in enumerate(after) if t.size]
     if not rows:
         return 1.0
     before = np.asarray(classify([np.asarray(texts[i], np.int64) for i in rows]))
-    changed = np.asarray(classify([after[i] for i in rows]))
-    if before.shape != (len(rows),) or changed.shape != (len(rows),):
+    if before.shape != (len(rows),):
         raise ValueError(
-            f"classify must return one class per text: {len(rows)} texts, got shapes "
-            f"{before.shape} and {changed.shape}."
+            f"classify must return one class per text: {len(rows)} texts, got shape {before.shape}."
+        )
+    if label is not None:
+        rows = [i for i, b in zip(rows, before) if b == label]
+        before = before[before == label]
+        if not rows:
+            return 0.0
+    changed = np.asarray(classify([after[i] for i in rows]))
+    if changed.shape != (len(rows),):
+        raise ValueError(
+            f"classify must return one class per text: {len(rows)} texts, got shape "
+            f"{changed.shape}."
         )
     return float(np.mean(before != changed))
 
@@ -428,7 +452,7 @@ def identify(
     labels: Sequence[int] | np.ndarray | None = None,
     p: int = 5,
     normalization: str = DEFAULT_NORMALIZATION,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     min_count: int = 3,
     max_keywords: int = 5,
     max_phrase: int = 8,
@@ -436,6 +460,7 @@ def identify(
     phrase_min_lift: float = 10.0,
     classify: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None,
     min_flip: float = DEFAULT_MIN_FLIP,
+    max_rejected: int = DEFAULT_MAX_REJECTED,
 ) -> tuple[PlusResult, list[tuple[tuple[str, float], ...]], dict]:
     """Runs BKI+ (module docstring) on precomputed deletion scores.
 
@@ -446,7 +471,8 @@ def identify(
       labels: `int [N]` training labels; keys are `(word, label)` when given.
       p: Suspicious words per text (`>= 1`).
       normalization: One of `NORMALIZATIONS`.
-      threshold: Robust-z threshold of the decision.
+      threshold: Robust-z threshold of the decision (default `DEFAULT_THRESHOLD`), or of
+        the candidates when a classifier confirms them (default `CONFIRMED_THRESHOLD`).
       min_count: Entries with fewer texts are left out of the test.
       max_keywords: Most keywords searched for.
       max_phrase: Longest phrase, in tokens.
@@ -458,6 +484,7 @@ def identify(
         flip (module step 6); without it, not.
       min_flip: Share of a keyword's flagged texts whose class must change (`[0, 1]`;
         0 keeps every keyword).
+      max_rejected: Most keywords rejected by the confirmation before the search stops.
 
     Returns:
       `(result, suspicious, first_dictionary)`: the `PlusResult`; per text its
@@ -476,10 +503,16 @@ def identify(
         ("min_count", min_count, 2),
         ("max_keywords", max_keywords, 1),
         ("max_phrase", max_phrase, 1),
+        ("max_rejected", max_rejected, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
+    confirm = classify is not None and min_flip > 0
+    if threshold is None:
+        threshold = CONFIRMED_THRESHOLD if confirm else DEFAULT_THRESHOLD
+    if isinstance(threshold, bool) or not (
+        isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0
+    ):
         raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}.")
     if not 0 < phrase_min_share <= 1:
         raise ValueError(f"phrase_min_share must be in (0, 1], got {phrase_min_share}.")
@@ -487,7 +520,6 @@ def identify(
         raise ValueError(f"phrase_min_lift must be >= 1, got {phrase_min_lift}.")
     if isinstance(min_flip, bool) or not (isinstance(min_flip, int | float) and 0 <= min_flip <= 1):
         raise ValueError(f"min_flip must be a share in [0, 1], got {min_flip!r}.")
-    confirm = classify is not None and min_flip > 0
     n = len(token_ids)
     if n == 0 or len(scores) != n:
         raise ValueError(
@@ -556,7 +588,7 @@ def identify(
                 np.int64,
             )
         flips = (
-            flip_share(classify, [ids_list[i] for i in hit], phrase)
+            flip_share(classify, [ids_list[i] for i in hit], phrase, label)
             if confirm and hit.size
             else None
         )
@@ -583,7 +615,7 @@ def identify(
             for token in phrase:
                 _drop_key(texts, int(token) if label is None else (int(token), int(label)))
             rejected.append(keyword)
-            if len(rejected) >= max_keywords:
+            if len(rejected) >= max_rejected:
                 stop = None
                 break
             continue
@@ -610,6 +642,7 @@ def identify(
             "phrase_min_lift": float(phrase_min_lift),
             "label_keys": label_arr is not None,
             "min_flip": float(min_flip) if confirm else None,
+            "max_rejected": int(max_rejected) if confirm else None,
         },
         rejected=tuple(rejected),
     )
