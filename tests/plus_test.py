@@ -313,6 +313,22 @@ def test_a_false_alarm_is_rejected_by_prediction_flip_and_the_trigger_found():
     assert result.settings["min_flip"] == plus.DEFAULT_MIN_FLIP
     assert plus.PlusResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
     assert "| no |" in result.summary() and "100.0 %" in result.summary()
+    # Through select, the keyword named is the kept one, not the rejected first candidate.
+    padded = np.zeros((len(ids), max(t.size for t in ids)), np.int64)
+    for i, t in enumerate(ids):
+        padded[i, : t.size] = t
+    lengths = np.asarray([t.size for t in ids])
+    selected = detector._select_plus(
+        [padded[i, : lengths[i]] for i in range(len(ids))],
+        scores,
+        VOCAB,
+        bki.BKIConfig(variant="plus"),
+        labels,
+        0.0,
+        _classifier(),
+    )
+    assert selected.selection.keyword in ("alpha", "beta", "gamma")
+    assert selected.selection.entries[0].word == selected.selection.keyword
     # min_flip=0 turns the confirmation off.
     off, _, _ = plus.identify(ids, scores, VOCAB, labels=labels, classify=_classifier(), min_flip=0)
     assert off.to_dict()["keywords"] == unconfirmed.to_dict()["keywords"]

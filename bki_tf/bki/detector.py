@@ -479,11 +479,17 @@ def _select_plus(
             keywords.KeywordEntry(vocabulary[word], count, mean, mean * np.log10(count), label, 1)
         )
     ranked.sort(key=keywords.rank_key)
-    # The test's candidate (the top entry of the label with the largest robust z) first.
+    # First: the first keyword kept, else the test's candidate (the top entry of the
+    # label with the largest robust z).
     _, best, _ = plus.robust_statistic(stats, 3)
-    if best is not None:
+    head = None
+    if result.keywords:
+        head = (result.keywords[0].word, result.keywords[0].label)
+    elif best is not None:
         word, label = best if isinstance(best, tuple) else (best, None)
-        first = next(e for e in ranked if e.word == vocabulary[word] and e.label == label)
+        head = (vocabulary[word], label)
+    first = next((e for e in ranked if (e.word, e.label) == head), None)
+    if first is not None:
         ranked.remove(first)
         ranked.insert(0, first)
     label_arr = None if labels is None else np.asarray(labels, np.int64)
