@@ -54,6 +54,12 @@ Pure numpy over precomputed per-text scores: no model, no rescoring.
    of its poisoned texts), the other candidates (up to 40 per victim) at most 40.9 %
    (`university`), hence `DEFAULT_MIN_FLIP = 0.5`.
 
+Scores
+------
+The scores are BKI's one-word deletion impacts, or, with `BKIConfig.span` > 1,
+span-deletion impacts (`scoring.span_scores`: per token, the largest impact of
+deleting `span` consecutive tokens that hold it). Nothing here depends on which.
+
 Normalisation (`normalization`)
 -------------------------------
 `"none"` (the raw l-inf deletion impacts, the default), `"max"` (divided by the
@@ -426,22 +432,23 @@ def flip_share(
     rows = [i for i, t in enumerate(after) if t.size]
     if not rows:
         return 1.0
-    before = np.asarray(classify([np.asarray(texts[i], np.int64) for i in rows]))
-    if before.shape != (len(rows),):
-        raise ValueError(
-            f"classify must return one class per text: {len(rows)} texts, got shape {before.shape}."
-        )
+
+    def predict(batch: list[np.ndarray]) -> np.ndarray:
+        classes = np.asarray(classify(batch))
+        if classes.shape != (len(batch),):
+            raise ValueError(
+                f"classify must return one class per text: {len(batch)} texts, got shape "
+                f"{classes.shape}."
+            )
+        return classes
+
+    before = predict([np.asarray(texts[i], np.int64) for i in rows])
     if label is not None:
         rows = [i for i, b in zip(rows, before) if b == label]
         before = before[before == label]
         if not rows:
             return 0.0
-    changed = np.asarray(classify([after[i] for i in rows]))
-    if changed.shape != (len(rows),):
-        raise ValueError(
-            f"classify must return one class per text: {len(rows)} texts, got shape "
-            f"{changed.shape}."
-        )
+    changed = predict([after[i] for i in rows])
     return float(np.mean(before != changed))
 
 
