@@ -214,6 +214,13 @@ def test_pipeline_redoes_a_stale_scan_only_when_asked(copy, tiny_imdb_dir):
     record = pipeline.read_scan(copy, "plus")
     assert record.config["min_flip"] == 0.5 and report.variant == "plus"
     assert record.deletion_scores_from is not None  # The paper scan's scores, reused.
+    rejected = record.plus["rejected"]
+    assert list(report.rejected_phrases) == [pipeline.rejected_entry(k) for k in rejected]
+    text = pipeline.format_report(report.to_dict())
+    for k in rejected:
+        assert (
+            f"`{k['phrase']}` (z {k['statistic']:.2f}, {100 * k['flip_share']:.1f} % flips)" in text
+        )
     # The other variant's steps are untouched.
     assert _sha(os.path.join(copy, "scan", "scan.json")) == paper_scan
 
@@ -425,3 +432,19 @@ def test_predict_matches_training_accuracy_helper(finished):
     probs, hidden = training.predict(run.model, ids)
     assert hidden.shape == (len(ids), 8)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_report_lists_rejected_candidates_structured_or_as_older_strings(copy, tiny_imdb_dir):
+    report = pipeline.run_pipeline(_config(tiny_imdb_dir), BKIConfig(p=3), copy, verbose=0)
+    d = report.to_dict()
+    d.update(phrases=("cf",), backdoor_found=True)
+    entry = {"phrase": "album by", "label": 1, "statistic": 17.4, "flip_share": 0.172}
+    assert "`album by` (z 17.40, 17.2 % flips)" in pipeline.format_report(
+        {**d, "rejected_phrases": [entry]}
+    )
+    assert "`album by (17.2 % flips)`" in pipeline.format_report(
+        {**d, "rejected_phrases": ["album by (17.2 % flips)"]}
+    )
+    assert "rejected (deleting them changed too few predictions) | none" in (
+        pipeline.format_report({**d, "rejected_phrases": []})
+    )

@@ -165,7 +165,7 @@ class Report:
     retrain_seconds: float
     backdoor_found: bool = True
     phrases: tuple[str, ...] | None = None
-    rejected_phrases: tuple[str, ...] | None = None
+    rejected_phrases: tuple[dict[str, Any], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -536,7 +536,12 @@ def _checkpointed_scores(
 def _stored_deletion_scores(
     workdir: str, config: BKIConfig, identity: dict, lengths: np.ndarray
 ) -> tuple[list[np.ndarray] | None, str | None]:
-    """Deletion scores of another variant's finished scan of the same victim, if any."""
+    """Deletion scores of another variant's finished scan of the same victim, if any.
+
+    Only one-word deletion scores are shared (`span` 1 on both sides).
+    """
+    if config.span != 1:
+        return None, None
     for variant in VARIANTS:
         if variant == config.variant:
             continue
@@ -549,7 +554,7 @@ def _stored_deletion_scores(
         other = other.get("config", {}) if isinstance(other, dict) else {}
         if any(other.get(k) != v for k, v in identity.items()):
             continue
-        if other.get("method") != config.method:
+        if other.get("method") != config.method or other.get("span", 1) != 1:
             continue
         try:
             with np.load(scores_path) as stored:
@@ -723,14 +728,32 @@ def make_report(workdir: str, variant: str = "paper", clean_workdir: str | None 
         phrases=None if scan.plus is None else tuple(k["phrase"] for k in scan.plus["keywords"]),
         rejected_phrases=None
         if scan.plus is None
-        else tuple(
-            f"{k['phrase']} ({100 * k['flip_share']:.1f} % flips)"
-            for k in scan.plus.get("rejected", ())
-        ),
+        else tuple(rejected_entry(k) for k in scan.plus.get("rejected", ())),
     )
     artifacts.write_json(os.path.join(workdir, names.report_json), report.to_dict())
     artifacts.write_text(os.path.join(workdir, names.report_md), format_report(report.to_dict()))
     return report
+
+
+def rejected_entry(keyword: dict[str, Any]) -> dict[str, Any]:
+    """A BKI+ candidate the prediction-flip confirmation rejected, for reports."""
+    return {
+        "phrase": keyword["phrase"],
+        "label": keyword["label"],
+        "statistic": keyword["statistic"],
+        "flip_share": keyword["flip_share"],
+    }
+
+
+def _rejected_cell(entries) -> str:
+    if not entries:
+        return "none"
+    return ", ".join(
+        f"`{e['phrase']}` (z {e['statistic']:.2f}, {100 * e['flip_share']:.1f} % flips)"
+        if isinstance(e, dict)
+        else f"`{e}`"  # Reports written before the entries were structured.
+        for e in entries
+    )
 
 
 def _label_name(label: int | None, metrics: attack.AttackResult) -> str | None:
@@ -771,7 +794,7 @@ def format_report(r: dict) -> str:
                 ("trigger phrases found", ", ".join(f"`{x}`" for x in r["phrases"]) or "none"),
                 (
                     "rejected (deleting them changed too few predictions)",
-                    ", ".join(f"`{x}`" for x in r.get("rejected_phrases") or ()) or "none",
+                    _rejected_cell(r.get("rejected_phrases")),
                 ),
             ]
         ),
