@@ -311,10 +311,17 @@ flags.DEFINE_float(
     "Share of a keyword's flagged texts whose predicted class must change when its phrase "
     "is deleted (plus variant; 0 turns the confirmation off).",
 )
+flags.DEFINE_integer(
+    "span",
+    _B.span,
+    "Consecutive words deleted at a time when scoring (plus variant; generic scorer); 1 is "
+    "BKI's one-word deletion, 3 finds the anti-BKI trigger.",
+)
 
 BKI = (
     "p", "variant", "method", "min_ngram", "max_ngram", "alpha", "scan_batch_size",
     "representation_layer", "pool", "plus_threshold", "normalization", "max_keywords", "min_flip",
+    "span",
 )  # fmt: skip
 SHARED = frozenset(
     (

@@ -190,3 +190,41 @@ def test_scan_json_is_a_scan_record(tiny_run, tmp_path):
     assert pipeline.ScanRecord.from_dict(stored) == record
     assert stored["num_flagged"] == len(record.flagged)
     assert "keyword" in record.summary()
+
+
+def test_span_scan_scores_spans_and_never_shares_one_word_scores(tiny_run, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_run, workdir)
+    pipeline.run_scan(workdir, bki.BKIConfig(p=3), progress=False)  # One-word scores on disk.
+    config = bki.BKIConfig(p=3, variant="plus", span=2)
+    record = pipeline.run_scan(workdir, config, progress=False)
+    assert record.deletion_scores_from is None
+    assert record.config["span"] == 2 and record.config["method"] == "generic"
+    run = attack.load_run(workdir)
+    ids, lengths = run.encode(run.train.texts)
+    expected = scoring.span_scores(run.model, ids, lengths, 2)
+    stored = np.load(os.path.join(workdir, "scan_plus", "scores.npz"))
+    np.testing.assert_array_equal(stored["scores"], np.concatenate(expected))
+    result = bki.detect(
+        run.model, run.train.texts, run.vocabulary, labels=run.train.labels, config=config,
+        max_len=run.config.max_len,
+    )  # fmt: skip
+    assert result.flagged.tolist() == record.flagged
+    assert result.plus.to_dict() == record.plus
+    # The one-word plus scan is another scan: the span scan is not reused for it.
+    with pytest.raises(pipeline.StaleScanError, match="other settings"):
+        pipeline.run_scan(workdir, bki.BKIConfig(p=3, variant="plus"), progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"span": 0}, "span must be >= 1"),
+        ({"span": 2}, "is a BKI\\+ setting"),
+        ({"span": 2, "variant": "plus", "method": "fast"}, "scored by the generic method"),
+        ({"span": True, "variant": "plus"}, "BKIConfig.span must be an integer"),
+    ],
+)
+def test_span_config_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bki.BKIConfig(**kwargs)

@@ -460,3 +460,64 @@ def test_state_convergence_rejects_bad_input():
     assert convergence.state_convergence(_random_model(0), ids, [0, 1]) == {
         0.0: 1.0, 1e-07: 1.0, 1e-06: 1.0, 1e-05: 1.0
     }  # fmt: skip
+
+
+def _reference_span_scores(model, ids, lengths, span) -> list[np.ndarray]:
+    """Span deletion literally: delete each run of `span` tokens, one text at a time."""
+    scores = []
+    for row, length in zip(ids, lengths):
+        text = [int(t) for t in row[:length]]
+        original = _reference_hidden(model, text)
+        per_token = np.full([length], -np.inf, np.float32)
+        for s in range(max(length - span + 1, 1)):
+            stop = min(s + span, length)
+            impact = np.max(np.abs(original - _reference_hidden(model, text[:s] + text[stop:])))
+            per_token[s:stop] = np.maximum(per_token[s:stop], impact)
+        scores.append(per_token)
+    return scores
+
+
+@pytest.mark.parametrize("span", [1, 2, 3, 5])
+@pytest.mark.parametrize("architecture", ["bilstm", "bilstm_gap", "stacked_bilstm"])
+def test_span_scores_match_reference(architecture, span):
+    model = _architecture_model(architecture)
+    # Texts shorter than, as long as and longer than the span; batch_size 4 splits calls.
+    ids, lengths = _texts([0, 1, 2, 3, 5, 5, 12], 13, seed=21)
+    expected = _reference_span_scores(model, ids, lengths, span)
+    got = scoring.span_scores(model, ids, lengths, span, batch_size=4)
+    _assert_scores_close(got, expected)
+    scorer = scoring.Scorer(model, "deletion", "auto", 4, span=span)
+    assert scorer.method == ("generic" if span > 1 or architecture == "stacked_bilstm" else "fast")
+    _assert_units_bit_identical(scorer, ids, lengths, scorer.score_all(ids, lengths))
+
+
+def test_span_one_is_deletion():
+    model = _architecture_model("bilstm")
+    ids, lengths = _texts([4, 7, 1], 8, seed=2)
+    one = scoring.span_scores(model, ids, lengths, 1)
+    generic = scoring.deletion_scores(model, ids, lengths, method="generic")
+    for a, b in zip(one, generic):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_spans_to_tokens():
+    # Length 5, span 2: spans (0,1) (1,2) (2,3) (3,4).
+    got = scoring.spans_to_tokens(np.array([1.0, 4.0, 2.0, 3.0]), 5, 2)
+    np.testing.assert_array_equal(got, [1.0, 4.0, 4.0, 3.0, 3.0])
+    # Shorter than the span: one span, the whole text.
+    np.testing.assert_array_equal(scoring.spans_to_tokens(np.array([2.5]), 2, 3), [2.5, 2.5])
+    with pytest.raises(ValueError, match="give 4 span impacts"):
+        scoring.spans_to_tokens(np.zeros(3), 5, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"span": 0}, "span must be an integer >= 1"),
+        ({"span": 2, "method": "fast"}, "scored by method='generic'"),
+        ({"span": 2, "kind": "prefix"}, "applies to deletion scores"),
+    ],
+)
+def test_span_settings_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        scoring.Scorer(_architecture_model("bilstm"), **kwargs)

@@ -60,6 +60,8 @@ class BKIConfig:
       min_flip: BKI+ keeps a keyword only when deleting its phrase changes the
         predicted class of at least this share of the texts it flags
         (`plus.DEFAULT_MIN_FLIP`; 0 turns the confirmation off).
+      span: BKI+ only: consecutive words deleted at a time when scoring
+        (`scoring.span_scores`, the generic scorer); 1 is BKI's one-word deletion.
     """
 
     p: int = 5
@@ -75,9 +77,10 @@ class BKIConfig:
     normalization: str = plus.DEFAULT_NORMALIZATION
     max_keywords: int = 5
     min_flip: float = plus.DEFAULT_MIN_FLIP
+    span: int = 1
 
     def __post_init__(self):
-        for name in ("p", "min_ngram", "max_ngram", "scan_batch_size", "max_keywords"):
+        for name in ("p", "min_ngram", "max_ngram", "scan_batch_size", "max_keywords", "span"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"BKIConfig.{name} must be an integer, got {value!r}.")
@@ -110,6 +113,18 @@ class BKIConfig:
             raise ValueError(f"min_flip must be a share in [0, 1], got {self.min_flip!r}.")
         if self.max_keywords < 1:
             raise ValueError(f"max_keywords must be >= 1, got {self.max_keywords}.")
+        if self.span < 1:
+            raise ValueError(f"span must be >= 1 (words deleted at a time), got {self.span}.")
+        if self.span > 1 and self.variant != "plus":
+            raise ValueError(
+                f"span = {self.span} is a BKI+ setting: use variant='plus' (--variant=plus) "
+                "or span=1."
+            )
+        if self.span > 1 and self.method in ("fast", "simple"):
+            raise ValueError(
+                f"span = {self.span} is scored by the generic method: use method='generic' "
+                f"or 'auto', not {self.method!r}."
+            )
         if self.scan_batch_size < 2:
             raise ValueError(f"scan_batch_size must be >= 2, got {self.scan_batch_size}.")
         if not isinstance(self.representation_layer, str) or not self.representation_layer:
@@ -142,6 +157,8 @@ class BKIConfig:
         """
         if self.method != scoring.AUTO:
             return self
+        if self.span > 1:
+            return dataclasses.replace(self, method="generic")
         method = scoring.resolve_method(model, self.representation_layer, self.pool)
         return dataclasses.replace(self, method=method)
 
@@ -164,7 +181,7 @@ class BKIConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BKIConfig)}
-_PLUS_FIELDS = ("plus_threshold", "normalization", "max_keywords", "min_flip")
+_PLUS_FIELDS = ("plus_threshold", "normalization", "max_keywords", "min_flip", "span")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -622,16 +639,15 @@ def detect(
         raise ValueError("variant='refined' needs the training labels: pass labels=...")
     config = config.resolve(model)
     start = time.time()
-    scores = scoring.deletion_scores(
+    scores = scoring.Scorer(
         model,
-        ids,
-        lengths,
-        method=config.method,
-        batch_size=config.scan_batch_size,
-        progress=progress,
+        "deletion",
+        config.method,
+        config.scan_batch_size,
         representation_layer=config.representation_layer,
         pool=config.pool,
-    )
+        span=config.span,
+    ).score_all(ids, lengths, progress)
     local = None
     if config.variant == "refined":
         local = scoring.prefix_scores(

@@ -20,6 +20,14 @@ Conventions:
   * Inputs are `int32 [N, max_len]` ids right-padded with 0 plus `lengths [N]`;
     only `ids[i, :lengths[i]]` is read, and those ids must lie in `[1, vocab)`.
 
+`span_scores` deletes `span` consecutive tokens instead of one (BKI+'s `span`
+setting, `bki_tf.bki.plus`): per position `j` the largest
+`|| h(x) - h(x without x_s..x_{s+span-1}) ||_inf` over the spans that hold `j`
+(spans start at `s = 0..l-span`; a text of at most `span` tokens has one span, the
+whole text, whose deletion leaves `h(empty)`). `span = 1` is `deletion_scores`. A
+trigger whose single words were trained not to stand out under one-word deletion
+(the anti-BKI attack) still moves `h` when it is deleted a few words at a time.
+
 `prefix_scores` gives the "local impact" of the authors' refined variant
 (`bki_tf.bki.keywords`, `variant="refined"`): `|| h(x[:j+1]) - h(x[:j]) ||_inf` with
 `h` evaluated on the prefix alone and `h(empty) = 0`.
@@ -153,6 +161,61 @@ def deletion_scores(
     return scorer.score_all(ids, lengths, progress)
 
 
+def span_scores(
+    model: keras.Model,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    span: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+    representation_layer: str = models.HIDDEN,
+    pool: str | None = None,
+) -> list[np.ndarray]:
+    """Span-deletion scores: per token, the largest impact of deleting `span` tokens with it.
+
+    See the module docstring. Computed by the generic method (any Keras model,
+    every shortened text run unpadded); `span=1` equals `deletion_scores`.
+
+    Args:
+      model, ids, lengths, batch_size, progress, representation_layer, pool: As in
+        `deletion_scores`.
+      span: Consecutive tokens deleted at a time (`>= 1`).
+
+    Returns:
+      `N` arrays, the `i`-th `float32 [lengths[i]]`.
+
+    Raises:
+      ValueError: On a bad `span`, malformed inputs or a model the generic method
+        cannot score.
+    """
+    scorer = Scorer(model, "deletion", "generic", batch_size, representation_layer, pool, span=span)
+    return scorer.score_all(ids, lengths, progress)
+
+
+def spans_to_tokens(span_impacts: np.ndarray, length: int, span: int) -> np.ndarray:
+    """Per token, the largest of the impacts of the spans that hold it.
+
+    `span_impacts[s]` is the impact of deleting tokens `s..s+span-1`
+    (`max(length - span + 1, 1)` values; one, for the whole text, when
+    `length <= span`). Returns `float32 [length]`.
+    """
+    span_impacts = np.asarray(span_impacts, np.float32)
+    starts = max(length - span + 1, 1)
+    if span_impacts.shape != (starts,):
+        raise ValueError(
+            f"{length} tokens and span {span} give {starts} span impacts, got shape "
+            f"{span_impacts.shape}."
+        )
+    out = np.full([length], -np.inf, np.float32)
+    for offset in range(min(span, length)):
+        # Span s holds token s + offset.
+        stop = min(starts, length - offset)
+        np.maximum(
+            out[offset : offset + stop], span_impacts[:stop], out=out[offset : offset + stop]
+        )
+    return out
+
+
 def prefix_scores(
     model: keras.Model,
     ids: np.ndarray,
@@ -207,6 +270,8 @@ class Scorer:
       method: One of `METHOD_CHOICES`; `"auto"` is resolved here (`resolve_method`).
       batch_size: As in `deletion_scores`.
       representation_layer, pool: As in `deletion_scores`.
+      span: Deletion kind only: consecutive tokens deleted at a time (`span_scores`);
+        above 1 only the generic method scores spans.
     """
 
     def __init__(
@@ -217,7 +282,21 @@ class Scorer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         representation_layer: str = models.HIDDEN,
         pool: str | None = None,
+        span: int = 1,
     ):
+        if isinstance(span, bool) or not isinstance(span, int | np.integer) or span < 1:
+            raise ValueError(
+                f"span must be an integer >= 1 (tokens deleted at a time); got {span!r}."
+            )
+        if span > 1 and kind != "deletion":
+            raise ValueError(f"span = {span} applies to deletion scores, not kind={kind!r}.")
+        if span > 1 and method not in (AUTO, "generic"):
+            raise ValueError(
+                f"Span deletions (span = {span}) are scored by method='generic' (or 'auto'), "
+                f"not {method!r}."
+            )
+        if span > 1:
+            method = "generic"
         if kind not in KINDS:
             raise ValueError(f"Unknown score kind {kind!r}; use one of {KINDS}.")
         if method not in METHOD_CHOICES:
@@ -243,6 +322,7 @@ class Scorer:
         self._kind = kind
         self._method = method
         self._batch_size = int(batch_size)
+        self._span = int(span)
         self._fast = None
         self._represent = None
         if method == "generic":
@@ -308,6 +388,10 @@ class Scorer:
         if self._represent is None:
             return _simple_unit(
                 _simple_function(self._model), ids, lengths, members, spec, self._batch_size
+            )
+        if self._kind == "deletion" and self._span > 1:
+            return _generic_span_unit(
+                self._represent, ids, lengths, members, self._batch_size, self._span
             )
         if self._kind == "deletion":
             return _generic_deletion_unit(self._represent, ids, lengths, members, self._batch_size)
@@ -499,6 +583,32 @@ def _generic_deletion_unit(represent, ids, lengths, members, batch_size: int):
     hidden = hidden.reshape(len(members), length, -1)
     diffs = np.max(np.abs(hidden - original[:, None, :]), axis=-1)
     return [row.astype(np.float32) for row in diffs]
+
+
+def _generic_span_unit(represent, ids, lengths, members, batch_size: int, span: int):
+    """Span-deletion scores (`span_scores`) of `k` texts of one length `l`."""
+    members = [int(i) for i in members]
+    length = int(lengths[members[0]])
+    texts = ids[members, :length]  # [k, l]
+    original = represent(texts).numpy()  # [k, d]
+    if length <= span:
+        # The only span is the whole text; its deletion leaves h(empty) = 0.
+        top = np.max(np.abs(original), axis=-1)
+        return [np.full([length], v, np.float32) for v in top]
+    starts = length - span + 1
+    # Variant s keeps positions t < s and t >= s + span.
+    position = np.arange(length - span)[None, :]
+    source = position + span * (position >= np.arange(starts)[:, None])  # [starts, l - span]
+    variants = texts[:, source].reshape(-1, length - span)
+    hidden = np.concatenate(
+        [
+            represent(variants[first : first + batch_size]).numpy()
+            for first in range(0, len(variants), batch_size)
+        ]
+    )
+    hidden = hidden.reshape(len(members), starts, -1)
+    diffs = np.max(np.abs(hidden - original[:, None, :]), axis=-1)
+    return [spans_to_tokens(row, length, span) for row in diffs]
 
 
 def _generic_prefix_unit(represent, ids, lengths, members):

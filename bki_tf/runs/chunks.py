@@ -71,6 +71,7 @@ def make_scorer(model, kind: str, config: BKIConfig) -> scoring.Scorer:
         config.scan_batch_size,
         representation_layer=config.representation_layer,
         pool=config.pool,
+        span=config.span if kind == "deletion" else 1,
     )
 
 
