@@ -55,12 +55,16 @@ def _same_scan(folder_a, folder_b, record_a, record_b):
 
 
 @pytest.mark.parametrize(
-    "variant,options", [("paper", _TWO_PROCESSES), ("refined", _IN_PROCESS), ("plus", _IN_PROCESS)]
+    "variant,options,span",
+    [("paper", _TWO_PROCESSES, 1), ("refined", _IN_PROCESS, 1), ("plus", _IN_PROCESS, 2)],
 )
-def test_beam_scan_equals_the_in_process_scan(tiny_run, tmp_path, monkeypatch, variant, options):
-    # Small checkpoint groups: many Beam elements, partial dictionaries merged.
+def test_beam_scan_equals_the_in_process_scan(
+    tiny_run, tmp_path, monkeypatch, variant, options, span
+):
+    # Small checkpoint groups: many Beam elements, partial dictionaries merged. BKI+
+    # runs with span deletions (the generic scorer's units).
     monkeypatch.setattr(pipeline, "CHECKPOINT_TEXTS", 4)
-    config = bki.BKIConfig(p=3, variant=variant, alpha=0.5, scan_batch_size=16)
+    config = bki.BKIConfig(p=3, variant=variant, alpha=0.5, scan_batch_size=16, span=span)
     local = _copy(tiny_run, tmp_path, "local")
     expected = pipeline.run_scan(local, config, progress=False)
     distributed = _copy(tiny_run, tmp_path, "beam")
