@@ -394,11 +394,16 @@ _ATTACK_DEFAULTS = {
 }
 
 
-def bki_config() -> BKIConfig:
-    """The BKI config from the parsed flags (unset --variant: the profile's, if any)."""
+def bki_config(variant: str | None = None) -> BKIConfig:
+    """The BKI config from the parsed flags (unset --variant: the profile's, if any).
+
+    `variant` replaces --variant (for binaries that set the variant themselves).
+    """
     values = {name: value(name) for name in BKI}
     if not flags.FLAGS["variant"].present and "profile" in flags.FLAGS:
         values["variant"] = attack.PROFILE_VARIANTS[value("profile")]
+    if variant is not None:
+        values["variant"] = variant
     return BKIConfig(**values)
 
 

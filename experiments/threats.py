@@ -8,7 +8,8 @@ Every cell (attack, dataset) is one run folder under --workdir with both BKI var
 (scanned, purified, retrained) and the baselines (Activation Clustering and Spectral
 Signatures retrained, STRIP, l-inf pruning); `bki_tf.runs.threats` lists the attacks.
 --attacks / --defences pick a subset; --imdb_train_size caps IMDB's training texts
-per class (the same for every row; the paper's 5,000 by default). Writes
+per class (the same for every row; the paper's 5,000 by default); --span=3 scores the
+BKI+ rows by 3-word deletions. Writes
 threat_matrix.{json,md,png} into --output_dir (default --workdir) after every cell; --seeds=0,1,2 runs
 every cell once per seed and the tables give mean ± std. Hours on 2 CPU cores.
 """
@@ -84,7 +85,8 @@ def main(argv):
         bases,
         attacks,
         defences,
-        cf.bki_config(),
+        # The variant is set per row; read as plus so that --span (BKI+ only) is accepted.
+        cf.bki_config(variant="plus"),
         output_dir=cf.value("output_dir"),
         verbose=cf.keras_verbosity(),
         log=print,

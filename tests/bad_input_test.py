@@ -365,6 +365,13 @@ CASES = (
         setup=_run(),
     ),
     Case(
+        "scan_span_without_plus",
+        "scan",
+        ("--workdir={work}", "--span=3"),
+        r"span = 3 is a BKI\+ setting.*--variant=plus",
+        setup=_run(),
+    ),
+    Case(
         "scan_shared_flag_it_does_not_use",
         "scan",
         ("--workdir={work}", "--trigger=x"),

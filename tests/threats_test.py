@@ -1,5 +1,6 @@
 """The threat matrix end to end on tiny data: rows, files, resume, bad names."""
 
+import dataclasses
 import json
 import os
 
@@ -111,3 +112,16 @@ def test_seeds_run_one_folder_per_seed_and_plus_is_a_defence(tmp_path, tiny_imdb
     assert a.train.is_poisoned.tolist() != b.train.is_poisoned.tolist()
     with pytest.raises(ValueError, match="distinct integers"):
         threats.run_threats(root, {"imdb": base}, attacks=("dai",), seeds=[1, 1])
+
+
+def test_span_applies_to_the_plus_rows_only_and_old_cells_keep_their_identity():
+    config = BKIConfig(p=3, variant="plus", span=3)
+    assert threats.row_config(config, "plus").span == 3
+    assert threats.row_config(config, "paper") == BKIConfig(p=3)
+    assert threats.row_config(config, "refined").span == 1
+    # A cell stored before `span` existed recorded asdict(BKIConfig()) for the rows.
+    old = dataclasses.asdict(BKIConfig(p=3))
+    del old["span"]
+    assert threats._scan_identity(BKIConfig(p=3)) == old
+    assert threats._scan_identity(BKIConfig(p=3, variant="plus")) == old
+    assert threats._scan_identity(config) == {**old, "span": 3}

@@ -114,6 +114,25 @@ def _row(attack_name: str, dataset: str, defence: str, **values) -> dict:
     return row
 
 
+def row_config(scan_config: BKIConfig, variant: str) -> BKIConfig:
+    """The BKI config of one variant's rows: `span` applies to BKI+ only."""
+    return dataclasses.replace(
+        scan_config, variant=variant, span=scan_config.span if variant == "plus" else 1
+    )
+
+
+def _scan_identity(scan_config: BKIConfig) -> dict:
+    """The BKI settings a cell's rows depend on (the variant is set per row).
+
+    `span` appears only when not 1, so cells computed before it existed are read back.
+    """
+    d = dataclasses.asdict(row_config(scan_config, "paper"))
+    del d["span"]
+    if scan_config.span != 1:
+        d["span"] = scan_config.span
+    return d
+
+
 def run_cell(
     workdir: str,
     config: attack.AttackConfig,
@@ -134,7 +153,7 @@ def run_cell(
         {
             "attack": attack.config_identity(config),
             "defences": list(defences),
-            "scan": dataclasses.asdict(scan_config),
+            "scan": _scan_identity(scan_config),
             "compare": {**compare_config.to_dict(), "defences": list(baselines)},
         }
     )
@@ -150,7 +169,7 @@ def run_cell(
             continue
         report = pipeline.run_pipeline(
             config,
-            dataclasses.replace(scan_config, variant=variant),
+            row_config(scan_config, variant),
             workdir,
             verbose=verbose,
             rescan_stale=True,
@@ -179,6 +198,7 @@ def run_cell(
                             "backdoor_found": r["backdoor_found"],
                             "phrases": r["phrases"],
                             "rejected": r["rejected_phrases"],
+                            **({"span": scan_config.span} if scan_config.span != 1 else {}),
                         }
                         if variant == "plus"
                         else {}
@@ -232,7 +252,8 @@ def run_threats(
         paper's trigger, target and rate).
       attacks: Names from `ATTACKS`.
       defences: Names from `DEFENCES`.
-      scan_config: BKI settings (the variant is set per row).
+      scan_config: BKI settings (the variant is set per row; `span` applies to the BKI+
+        rows only).
       compare_config: Baseline settings.
       output_dir: Where the matrix files go (default `root`).
       verbose: Keras verbosity.
