@@ -59,6 +59,10 @@ Scores
 The scores are BKI's one-word deletion impacts, or, with `BKIConfig.span` > 1,
 span-deletion impacts (`scoring.span_scores`: per token, the largest impact of
 deleting `span` consecutive tokens that hold it). Nothing here depends on which.
+Measured on DBpedia (threat-matrix victims, `span = 3`): the anti-BKI victim, whose
+trigger no one-word deletion reveals, is found whole (precision and recall 100 %, the
+trigger's deletion changes 97.1 % of the predictions), the plain victim too (99.6 %),
+and the clean victim gives no backdoor (the other candidates change at most 28.6 %).
 
 Normalisation (`normalization`)
 -------------------------------
