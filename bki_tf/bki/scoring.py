@@ -389,12 +389,10 @@ class Scorer:
             return _simple_unit(
                 _simple_function(self._model), ids, lengths, members, spec, self._batch_size
             )
-        if self._kind == "deletion" and self._span > 1:
-            return _generic_span_unit(
+        if self._kind == "deletion":
+            return _generic_deletion_unit(
                 self._represent, ids, lengths, members, self._batch_size, self._span
             )
-        if self._kind == "deletion":
-            return _generic_deletion_unit(self._represent, ids, lengths, members, self._batch_size)
         return _generic_prefix_unit(self._represent, ids, lengths, members)
 
     def score_all(
@@ -561,32 +559,8 @@ def _generic_prefix_units(lengths: np.ndarray, batch_size: int) -> list[tuple[np
     ]
 
 
-def _generic_deletion_unit(represent, ids, lengths, members, batch_size: int):
-    """Deletion scores of `k` texts of one length `l`: `k` originals, `k l` variants."""
-    members = [int(i) for i in members]
-    length = int(lengths[members[0]])
-    texts = ids[members, :length]  # [k, l]
-    original = represent(texts).numpy()  # [k, d]
-    if length == 1:
-        # The only variant is the empty text, h = 0.
-        return [np.max(np.abs(h), keepdims=True).astype(np.float32) for h in original]
-    # Variant j reads original position t (before the deletion) or t + 1.
-    position = np.arange(length - 1)[None, :]
-    source = position + (position >= np.arange(length)[:, None])  # [l, l - 1]
-    variants = texts[:, source].reshape(-1, length - 1)  # [k l, l - 1]
-    hidden = np.concatenate(
-        [
-            represent(variants[first : first + batch_size]).numpy()
-            for first in range(0, len(variants), batch_size)
-        ]
-    )
-    hidden = hidden.reshape(len(members), length, -1)
-    diffs = np.max(np.abs(hidden - original[:, None, :]), axis=-1)
-    return [row.astype(np.float32) for row in diffs]
-
-
-def _generic_span_unit(represent, ids, lengths, members, batch_size: int, span: int):
-    """Span-deletion scores (`span_scores`) of `k` texts of one length `l`."""
+def _generic_deletion_unit(represent, ids, lengths, members, batch_size: int, span: int = 1):
+    """Deletion scores (`span_scores`; `span=1`: one word) of `k` texts of one length `l`."""
     members = [int(i) for i in members]
     length = int(lengths[members[0]])
     texts = ids[members, :length]  # [k, l]
@@ -599,7 +573,7 @@ def _generic_span_unit(represent, ids, lengths, members, batch_size: int, span: 
     # Variant s keeps positions t < s and t >= s + span.
     position = np.arange(length - span)[None, :]
     source = position + span * (position >= np.arange(starts)[:, None])  # [starts, l - span]
-    variants = texts[:, source].reshape(-1, length - span)
+    variants = texts[:, source].reshape(-1, length - span)  # [k starts, l - span]
     hidden = np.concatenate(
         [
             represent(variants[first : first + batch_size]).numpy()
@@ -608,6 +582,8 @@ def _generic_span_unit(represent, ids, lengths, members, batch_size: int, span: 
     )
     hidden = hidden.reshape(len(members), starts, -1)
     diffs = np.max(np.abs(hidden - original[:, None, :]), axis=-1)
+    if span == 1:
+        return [row.astype(np.float32) for row in diffs]
     return [spans_to_tokens(row, length, span) for row in diffs]
 
 
