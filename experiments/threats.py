@@ -11,7 +11,9 @@ Signatures retrained, STRIP, l-inf pruning); `bki_tf.runs.threats` lists the att
 per class (the same for every row; the paper's 5,000 by default); --span=3 scores the
 BKI+ rows by 3-word deletions. Writes
 threat_matrix.{json,md,png} into --output_dir (default --workdir) after every cell; --seeds=0,1,2 runs
-every cell once per seed and the tables give mean ± std. Hours on 2 CPU cores.
+every cell once per seed and the tables give mean ± std. Rows of cells not run now
+are kept from an existing threat_matrix.json in --output_dir (--nokeep_other_cells:
+not), so a matrix fills a few cells at a time. Hours on 2 CPU cores.
 """
 
 import dataclasses
@@ -39,6 +41,12 @@ _USED = cf.use(
 _ATTACKS = flags.DEFINE_list("attacks", list(threats.ATTACKS), "Attacks (rows) to run.")
 _IMDB_TRAIN_SIZE = flags.DEFINE_integer(
     "imdb_train_size", None, "IMDB training texts per class (default: the paper's 5,000)."
+)
+_KEEP_OTHER_CELLS = flags.DEFINE_bool(
+    "keep_other_cells",
+    True,
+    "Keep the rows of cells not run now from an existing threat_matrix.json in --output_dir "
+    "(fill a matrix a few cells at a time); --nokeep_other_cells: this run's cells only.",
 )
 flags.mark_flags_as_required(["workdir"])
 
@@ -91,6 +99,7 @@ def main(argv):
         verbose=cf.keras_verbosity(),
         log=print,
         seeds=cf.seeds(),
+        keep_other_cells=_KEEP_OTHER_CELLS.value,
     )
     print(threats.format_matrix(rows))
 

@@ -198,6 +198,12 @@ def _folder_with(name: str):
     return setup
 
 
+def _not_a_matrix(case_dir: str, fx: Fixtures) -> None:
+    os.makedirs(os.path.join(case_dir, "out"))
+    with open(os.path.join(case_dir, "out", "threat_matrix.json"), "w", encoding="utf-8") as f:
+        f.write('{"rows": []}\n')
+
+
 def _plain_file(case_dir: str, fx: Fixtures) -> None:
     with open(os.path.join(case_dir, "afile"), "w", encoding="utf-8") as f:
         f.write("a file, not a folder\n")
@@ -502,6 +508,14 @@ CASES = (
         "threats",
         ("--workdir={case}/matrix", "--data_root={case}/no_data", "--seeds=0,0"),
         r"--seeds=0,0: give distinct integers",
+        absent=("matrix",),
+    ),
+    Case(
+        "threats_output_not_a_matrix",
+        "threats",
+        ("--workdir={case}/matrix", "--data_root={case}/no_data", "--output_dir={case}/out"),
+        r"threat_matrix\.json.*not a list of rows.*--nokeep_other_cells",
+        setup=_not_a_matrix,
         absent=("matrix",),
     ),
 )

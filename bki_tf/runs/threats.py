@@ -243,6 +243,7 @@ def run_threats(
     verbose: int | str = 2,
     log: Callable[[str], None] = lambda line: None,
     seeds: Sequence[int] | None = None,
+    keep_other_cells: bool = True,
 ) -> list[dict]:
     """Runs (or resumes) every cell; rewrites the matrix files after each one.
 
@@ -260,15 +261,28 @@ def run_threats(
       log: Receives a line per finished cell.
       seeds: Seeds to run every cell with (the attack's `seed`, so the poisoned set,
         the victim and the retraining); `None`: once, with the base config's seed.
+      keep_other_cells: Keep the rows of an existing `threat_matrix.json` in the
+        output folder whose cell (attack, dataset, seed) this call does not run, so
+        a matrix can be filled a few cells at a time (`merge_rows`); False: the
+        matrix files hold this call's cells only.
 
     Returns:
-      Every row so far (with `seed` keys when `seeds` is given).
+      Every row of the matrix files: this call's cells and the kept ones, each row
+      with the `seed` it ran with.
+
+    Raises:
+      CorruptFileError: When the existing `threat_matrix.json` is not a matrix.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"Unknown attack(s) {unknown}; choose from {sorted(ATTACKS)}.")
     if seeds is not None:
         seeds = reproduction.check_seeds(seeds)
+    output_dir = output_dir or root
+    earlier = []
+    path = os.path.join(output_dir, MATRIX_STEM + ".json")
+    if keep_other_cells and os.path.exists(path):
+        earlier = read_matrix(path)
     rows = []
     for dataset, base in base_configs.items():
         for name in attacks:
@@ -287,12 +301,65 @@ def run_threats(
                     compare_config,
                     verbose,
                 )
-                if seed is not None:
-                    cell_rows = [{**r, "seed": seed} for r in cell_rows]
-                rows.extend(cell_rows)
-                write_matrix(rows, output_dir or root)
+                rows.extend({**r, "seed": config.seed} for r in cell_rows)
+                write_matrix(merge_rows(earlier, rows), output_dir)
                 log(f"cell {folder} done")
+    merged = merge_rows(earlier, rows)
+    kept = len(merged) - len(rows)
+    if kept:
+        log(f"kept {kept} rows of cells not run now from {path}")
+    return merged
+
+
+def read_matrix(path: str) -> list[dict]:
+    """The rows of a `threat_matrix.json`, checked to be a list of matrix rows."""
+    rows = artifacts.read_json(path)
+    fix = "pass another output folder or keep_other_cells=False (--nokeep_other_cells)"
+    if not isinstance(rows, list):
+        raise artifacts.corrupt(path, f"a {type(rows).__name__}, not a list of rows", fix)
+    for i, row in enumerate(rows):
+        missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise artifacts.corrupt(path, f"row {i} lacks {', '.join(missing)}", fix)
     return rows
+
+
+def _cell_key(row: dict) -> tuple:
+    return row["attack"], row["dataset"], row.get("seed")
+
+
+def merge_rows(earlier: Sequence[dict], rows: Sequence[dict]) -> list[dict]:
+    """`rows` with the `earlier` rows of the cells `rows` does not hold, in matrix order.
+
+    A cell is (attack, dataset, seed). An earlier row without a `seed` (a matrix
+    written before rows carried one) is replaced by any new row of its attack and
+    dataset. Order: datasets as first seen (earlier rows first), then attacks in
+    `ATTACKS` order, seeds, and defences in `DEFENCES` order; names this module does
+    not list go last, by name.
+    """
+    new_cells = {_cell_key(r) for r in rows}
+    new_pairs = {key[:2] for key in new_cells}
+    kept = [
+        r
+        for r in earlier
+        if _cell_key(r) not in new_cells
+        and not (r.get("seed") is None and _cell_key(r)[:2] in new_pairs)
+    ]
+    merged = [*kept, *rows]
+    datasets = list(dict.fromkeys(r["dataset"] for r in merged))
+    attacks, defences = list(ATTACKS), list(DEFENCES)
+
+    def order(row: dict) -> tuple:
+        a, d = row["attack"], row["defence"]
+        seed = row.get("seed")
+        return (
+            datasets.index(row["dataset"]),
+            (attacks.index(a), "") if a in attacks else (len(attacks), a),
+            (0, 0) if seed is None else (1, seed),
+            (defences.index(d), "") if d in defences else (len(defences), d),
+        )
+
+    return sorted(merged, key=order)
 
 
 def seed_rows(rows: Sequence[dict]) -> list[dict]:
@@ -343,9 +410,18 @@ def _pct(row: dict, key: str) -> str:
     return f"{100 * value:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
+def _several_seeds(rows: Sequence[dict]) -> bool:
+    """Whether some (attack, dataset, defence) has rows of more than one seed."""
+    keys = [(r["attack"], r["dataset"], r["defence"]) for r in rows]
+    return len(set(keys)) < len(keys)
+
+
 def format_matrix(rows: Sequence[dict]) -> str:
-    """Markdown: one line per (attack, dataset, defence); mean ± std over seeds if any."""
-    seeded = any("seed" in r for r in rows)
+    """Markdown: one line per (attack, dataset, defence); mean ± std over seeds if several.
+
+    Then, per dataset, the same figures as a defence x attack table (`format_pivot`).
+    """
+    seeded = _several_seeds(rows)
     if seeded:
         rows = seed_rows(rows)
     lines = [
@@ -360,7 +436,70 @@ def format_matrix(rows: Sequence[dict]) -> str:
             f"{_pct(r, 'accuracy_before')} → {_pct(r, 'accuracy_after')} |"
             + (f" {','.join(str(x) for x in r['seeds'])} |" if seeded else "")
         )
-    return "\n".join(lines + ["", *MATRIX_NOTES]) + "\n"
+    pivots = [format_pivot(rows, d) for d in dict.fromkeys(r["dataset"] for r in rows)]
+    return "\n".join(lines + ["", *MATRIX_NOTES, *pivots]) + "\n"
+
+
+DEFENCE_NAMES = {
+    "bki_paper": "BKI paper",
+    "bki_refined": "BKI refined",
+    "bki_plus": "BKI+",
+    "activation_clustering": "Activation Clustering",
+    "spectral_signatures": "Spectral Signatures",
+    "strip": "STRIP (held-out inputs)",
+    "pruning": "ℓ∞ pruning (oracle point)",
+}
+
+
+def _pivot_entry(row: dict) -> str:
+    """`P / R, ASR before → after, accuracy before → after (what BKI kept)`."""
+    detection = (
+        "—"
+        if row.get("precision") is None and row.get("recall") is None
+        else f"{_pct(row, 'precision')} / {_pct(row, 'recall')}"
+    )
+    text = (
+        f"{detection}, {_pct(row, 'asr_before')} → {_pct(row, 'asr_after')}, "
+        f"{_pct(row, 'accuracy_before')} → {_pct(row, 'accuracy_after')}"
+    )
+    details = row.get("details") or {}
+    if row["defence"] == "bki_plus" and "backdoor_found" in details:
+        found = details.get("phrases") or []
+        rejected = len(details.get("rejected") or [])
+        what = (
+            f"found {', '.join(f'`{p}`' for p in found)}"
+            if details["backdoor_found"]
+            else "no backdoor"
+        )
+        text += f" ({what}; {rejected} candidates rejected)"
+    elif row["defence"].startswith("bki") and details.get("keyword"):
+        text += f" (`{details['keyword']}`)"
+    return text
+
+
+def format_pivot(rows: Sequence[dict], dataset: str) -> str:
+    """Markdown: one dataset's matrix, a line per defence and a column per attack.
+
+    Each entry: precision / recall %, ASR before → after %, accuracy before → after %,
+    and what BKI kept. With several seeds, means ± std (`seed_rows`; no keywords).
+    """
+    if _several_seeds(rows):
+        rows = seed_rows(rows)
+    rows = [r for r in rows if r["dataset"] == dataset]
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    defences = list(dict.fromkeys(r["defence"] for r in rows))
+    entries = {(r["defence"], r["attack"]): _pivot_entry(r) for r in rows}
+    lines = [
+        "",
+        f"**{dataset}**: precision / recall %, ASR before → after %, accuracy before → after %.",
+        "",
+        "| defence | " + " | ".join(f"`{a}`" for a in attacks) + " |",
+        "| --- |" + " --- |" * len(attacks),
+    ]
+    for d in defences:
+        cells = [entries.get((d, a), "not run") for a in attacks]
+        lines.append(f"| {DEFENCE_NAMES.get(d, d)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_matrix(rows: Sequence[dict], path: str) -> None:
@@ -370,7 +509,7 @@ def plot_matrix(rows: Sequence[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    if any("seed" in r for r in rows):
+    if _several_seeds(rows):
         rows = seed_rows(rows)
     cells = list(dict.fromkeys((r["attack"], r["dataset"]) for r in rows))
     defences = list(dict.fromkeys(r["defence"] for r in rows))
