@@ -284,6 +284,7 @@ def run_threats(
     if keep_other_cells and os.path.exists(path):
         earlier = read_matrix(path)
     rows = []
+    merged = merge_rows(earlier, rows)
     for dataset, base in base_configs.items():
         for name in attacks:
             for seed in [None] if seeds is None else seeds:
@@ -302,9 +303,9 @@ def run_threats(
                     verbose,
                 )
                 rows.extend({**r, "seed": config.seed} for r in cell_rows)
-                write_matrix(merge_rows(earlier, rows), output_dir)
+                merged = merge_rows(earlier, rows)
+                write_matrix(merged, output_dir)
                 log(f"cell {folder} done")
-    merged = merge_rows(earlier, rows)
     kept = len(merged) - len(rows)
     if kept:
         log(f"kept {kept} rows of cells not run now from {path}")
